@@ -1,0 +1,70 @@
+# rsjax: two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+REF_VENV ?= .venv-ref
+PY := $(VENV)/bin/python
+PARITY_DIR ?= build/parity
+# pip on this kind of machine warns about every missing local index; keep the real messages.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# Reference-only stack for timm parity (never an rsjax dependency). torch 2.13.0's CPU wheel
+# cannot import PyPI's torchvision, which timm imports; this pair installs and runs on CPU.
+REF_REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy==2.4.6
+
+.PHONY: help venv test test-slow parity parity-slow lint format demo fixtures clean
+
+help:
+	@echo "make demo         create $(VENV), install rsjax, run the demo (model zoo table)"
+	@echo "make test         create $(VENV) if needed and run the default test suite"
+	@echo "make test-slow    run the tests marked slow"
+	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
+	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
+	@echo "make lint         ruff check"
+	@echo "make fixtures     regenerate tests/fixtures/timm_tiny_resnetrs.npz with timm"
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+$(REF_VENV)/.installed:
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/pip install -q $(REF_REQUIREMENTS) 2>&1 | $(QUIET_PIP)
+	touch $@
+
+PARITY_MODELS ?= resnetrs50
+parity: venv $(REF_VENV)/.installed
+	mkdir -p $(PARITY_DIR)
+	refs=""; for m in $(PARITY_MODELS); do \
+	  $(REF_VENV)/bin/python tests/parity/timm_reference.py --model $$m --out $(PARITY_DIR)/$$m.npz; \
+	  refs="$$refs$(PARITY_DIR)/$$m.npz,"; \
+	done; \
+	RSJAX_TIMM_REFERENCES=$$refs $(PY) -m pytest -q -s -m parity tests/test_timm_parity.py
+
+parity-slow:
+	$(MAKE) parity PARITY_MODELS="resnetrs50 resnetrs152"
+
+fixtures: $(REF_VENV)/.installed
+	$(REF_VENV)/bin/python tests/parity/timm_reference.py --tiny --out tests/fixtures/timm_tiny_resnetrs.npz
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+demo: venv
+	$(VENV)/bin/rsjax models
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,20 @@
+"""ResNet-RS models: `ResNetRS`, block layouts, named presets and timm weight conversion."""
+
+from rsjax.models.convert import from_timm_state_dict
+from rsjax.models.layouts import BLOCK_LAYOUTS, resolve_stage_sizes
+from rsjax.models.registry import PRESETS, Preset, create_model, get_preset, list_models
+from rsjax.models.resnet_rs import ResNetRS, abstract_variables, stage_drop_rates
+
+__all__ = [
+    "BLOCK_LAYOUTS",
+    "PRESETS",
+    "Preset",
+    "ResNetRS",
+    "abstract_variables",
+    "create_model",
+    "from_timm_state_dict",
+    "get_preset",
+    "list_models",
+    "resolve_stage_sizes",
+    "stage_drop_rates",
+]

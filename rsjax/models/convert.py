@@ -1,0 +1,127 @@
+"""Weight conversion from timm's `resnetrs*` PyTorch models to rsjax variables.
+
+timm's ResNet-RS port of the tensorflow/tpu checkpoints names its modules
+`conv1.{0,3,6}` / `bn1` / `maxpool.{0,1}` (deep stem), `layer{1..4}.{j}.{conv,bn}{1,2,3}`,
+`layer{i}.{j}.se.fc{1,2}`, `layer{i}.0.downsample.{1,2}` (ResNet-D shortcut) and `fc`.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax.numpy as jnp
+import numpy as np
+
+from rsjax.models.resnet_rs import ResNetRS, abstract_variables
+
+# rsjax stem module name -> timm module name.
+_STEM_NAMES = {
+    "conv1": "conv1.0",
+    "bn1": "conv1.1",
+    "conv2": "conv1.3",
+    "bn2": "conv1.4",
+    "conv3": "conv1.6",
+    "bn3": "bn1",
+    "conv4": "maxpool.0",
+    "bn4": "maxpool.1",
+}
+# rsjax block submodule -> timm block submodule.
+_BLOCK_NAMES = {
+    "shortcut_conv": "downsample.1",
+    "shortcut_bn": "downsample.2",
+    "se/reduce": "se.fc1",
+    "se/expand": "se.fc2",
+}
+# (collection, rsjax leaf name) -> timm tensor name.
+_LEAF_NAMES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+def timm_key(collection: str, path: tuple[str, ...]) -> str:
+    """The timm state-dict key of the rsjax variable `variables[collection][path]`."""
+    *modules, leaf = path
+    top, rest = modules[0], "/".join(modules[1:])
+    if top == "stem":
+        module = _STEM_NAMES[rest]
+    elif top == "classifier":
+        module = "fc"
+    elif top.startswith("c") and "_block" in top:
+        stage, block = top[1:].split("_block")
+        module = f"layer{int(stage) - 1}.{int(block)}.{_BLOCK_NAMES.get(rest, rest)}"
+    else:
+        raise KeyError(f"no timm name for rsjax module {'/'.join(modules)!r}")
+    return f"{module}.{_LEAF_NAMES[(collection, leaf)]}"
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (without importing torch) or array-like as a float32 numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _to_flax_layout(array: np.ndarray, target_ndim: int) -> np.ndarray:
+    """timm layouts -> flax: conv [O, I, kh, kw] -> [kh, kw, I, O]; 1x1 conv or linear -> [I, O]."""
+    if array.ndim == 4 and target_ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    if array.ndim == 4 and target_ndim == 2:  # SE 1x1 conv used as a dense layer.
+        return array[:, :, 0, 0].T
+    if array.ndim == 2:
+        return array.T
+    return array
+
+
+def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Converts a timm `resnetrs*` state dict into rsjax variables {"params", "batch_stats"}.
+
+    Args:
+      model: the rsjax model whose structure the state dict must fill exactly.
+      state_dict: timm tensor name -> torch tensor or numpy array
+        (e.g. from `safetensors.numpy.load_file`).
+
+    Raises:
+      ValueError: a key missing from or unexpected in the state dict, or a shape mismatch; the
+        message names the key.
+    """
+    abstract = abstract_variables(model, channels=_input_channels(state_dict))
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+    used: set[str] = set()
+    converted = {}
+    for (collection, *path), spec in flat.items():
+        key = timm_key(collection, tuple(path))
+        if key not in state_dict:
+            raise ValueError(
+                f"timm state dict is missing {key!r} (needed for rsjax "
+                f"{collection}/{'/'.join(path)}, shape {spec.shape})."
+            )
+        value = _to_flax_layout(_to_numpy(state_dict[key]), len(spec.shape))
+        if value.shape != spec.shape:
+            raise ValueError(
+                f"timm tensor {key!r} has shape {value.shape} after conversion, but rsjax "
+                f"{collection}/{'/'.join(path)} needs {spec.shape}."
+            )
+        converted[(collection, *path)] = jnp.asarray(value)
+        used.add(key)
+    unexpected = sorted(
+        k for k in state_dict if k not in used and not k.endswith(_IGNORED_SUFFIXES)
+    )
+    if unexpected:
+        raise ValueError(
+            f"timm state dict has {len(unexpected)} unexpected key(s) for this model, "
+            f"first: {unexpected[:5]}."
+        )
+    return flax.traverse_util.unflatten_dict(converted)
+
+
+def _input_channels(state_dict: Mapping[str, Any]) -> int:
+    """Input channels C of the first stem conv (weight [O, C, 3, 3])."""
+    key = _STEM_NAMES["conv1"] + ".weight"
+    if key not in state_dict:
+        raise ValueError(f"timm state dict is missing {key!r}; is this a timm resnetrs model?")
+    return int(np.shape(state_dict[key])[1])

@@ -1,0 +1,117 @@
+"""Writes a timm ResNet-RS reference (state dict, inputs, eval and train logits) to an .npz file.
+
+Runs in the reference environment only (`make .venv-ref`: torch + timm), never in the rsjax one;
+the rsjax side reads the file in `tests/test_timm_parity.py`. Every parameter and BatchNorm
+statistic is randomised first (timm zero-initialises the last BN of each block, which would hide
+the residual branches from the comparison).
+
+Examples:
+  .venv-ref/bin/python tests/parity/timm_reference.py --model resnetrs50 --out /tmp/rs50.npz
+  .venv-ref/bin/python tests/parity/timm_reference.py --tiny \
+      --out tests/fixtures/timm_tiny_resnetrs.npz
+"""
+
+import argparse
+import json
+import pathlib
+from functools import partial
+
+import numpy as np
+import timm
+import torch
+from timm.layers import get_attn
+from timm.models.resnet import Bottleneck, ResNet
+
+# A small ResNet-RS-shaped model (width x0.125, layout [2, 1, 1, 1], 10 classes) for the golden
+# fixture. `rsjax` is what tests/test_timm_parity.py passes to rsjax.models.ResNetRS.
+TINY = dict(
+    timm=dict(layers=(2, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=4, num_classes=10),
+    rsjax=dict(depth=0, stage_sizes=(2, 1, 1, 1), width_multiplier=0.125, num_classes=10),
+    batch=4,
+    in_chans=3,
+    image_size=37,  # odd size: exercises the ceil-mode ResNet-D pooling
+)
+
+
+def build_tiny() -> torch.nn.Module:
+    return ResNet(
+        block=Bottleneck,
+        stem_type="deep",
+        replace_stem_pool=True,
+        avg_down=True,
+        block_args=dict(attn_layer=partial(get_attn("se"), rd_ratio=0.25)),
+        in_chans=TINY["in_chans"],
+        **TINY["timm"],
+    )
+
+
+def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Random BN affine parameters and running statistics; conv/linear weights keep timm's init."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.weight.data = 0.5 + torch.rand(n, generator=generator)
+            module.bias.data = 0.1 * torch.randn(n, generator=generator)
+            module.running_mean.data = 0.1 * torch.randn(n, generator=generator)
+            module.running_var.data = 0.5 + torch.rand(n, generator=generator)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="resnetrs50", help="timm model name (ignored with --tiny)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="the small fixture model instead")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, type=pathlib.Path)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.tiny:
+        model = build_tiny()
+        rsjax_kwargs = TINY["rsjax"]
+        batch, channels, size = TINY["batch"], TINY["in_chans"], TINY["image_size"]
+    else:
+        model = timm.create_model(args.model, pretrained=False, drop_rate=0.0)
+        rsjax_kwargs = dict(name=args.model)
+        batch, channels, size = args.batch, 3, args.image_size
+    randomise(model, generator)
+    state_dict = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+    images = torch.randn(batch, channels, size, size, generator=generator)
+    with torch.no_grad():
+        model.eval()
+        logits_eval = model(images).numpy()
+        model.train()  # batch statistics; drop_rate is 0 so no dropout
+        logits_train = model(images).numpy()
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        args.out,
+        images_nhwc=images.permute(0, 2, 3, 1).numpy(),
+        logits_eval=logits_eval,
+        logits_train=logits_train,
+        meta=np.array(
+            json.dumps(
+                dict(
+                    rsjax=rsjax_kwargs,
+                    timm_version=timm.__version__,
+                    torch_version=torch.__version__,
+                )
+            )
+        ),
+        **{f"state_dict/{k}": v for k, v in state_dict.items()},
+    )
+    print(
+        f"wrote {args.out}: {len(state_dict)} tensors, logits {logits_eval.shape}, "
+        f"|logits| max {np.abs(logits_eval).max():.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

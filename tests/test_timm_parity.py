@@ -1,0 +1,84 @@
+"""Numerical parity with timm's ResNet-RS (same weights -> same logits).
+
+The golden fixture (tests/fixtures/timm_tiny_resnetrs.npz, written by tests/parity/timm_reference.py
+in the torch environment) is checked in every run without torch. The live comparison for full
+presets (`parity` marker) reads reference files that `make parity` writes with timm just before;
+their paths come in RSJAX_TIMM_REFERENCES (comma-separated).
+"""
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from rsjax.models import ResNetRS, create_model, from_timm_state_dict
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "timm_tiny_resnetrs.npz"
+TOLERANCE = 1e-4  # max abs logit difference, fp32 (the issue's bound)
+
+
+def load_reference(path: pathlib.Path) -> tuple[ResNetRS, dict, dict]:
+    """(rsjax model, timm state dict, arrays) from a reference .npz."""
+    ref = np.load(path)
+    meta = json.loads(str(ref["meta"]))
+    state_dict = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("state_dict/")}
+    kwargs = dict(meta["rsjax"])
+    name = kwargs.pop("name", None)
+    model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
+    arrays = {k: ref[k] for k in ("images_nhwc", "logits_eval", "logits_train")}
+    return model, state_dict, arrays
+
+
+def max_logit_errors(path: pathlib.Path) -> tuple[float, float]:
+    """Max abs logit difference to timm in eval mode and in train mode (batch statistics)."""
+    model, state_dict, arrays = load_reference(path)
+    variables = from_timm_state_dict(model, state_dict)
+    images = arrays["images_nhwc"]
+    eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+    train_model = model.clone(dropout_rate=0.0)  # timm's reference ran with drop_rate 0
+    train_logits, _ = jax.jit(
+        lambda v, x: train_model.apply(v, x, train=True, mutable=["batch_stats"])
+    )(variables, images)
+    return (
+        float(np.abs(np.asarray(eval_logits) - arrays["logits_eval"]).max()),
+        float(np.abs(np.asarray(train_logits) - arrays["logits_train"]).max()),
+    )
+
+
+def test_golden_fixture_matches_timm():
+    eval_err, train_err = max_logit_errors(FIXTURE)
+    assert eval_err < TOLERANCE, eval_err
+    assert train_err < TOLERANCE, train_err
+
+
+def test_golden_fixture_is_sensitive_to_weights():
+    """The comparison can fail: perturbing one deep weight moves the logits past the tolerance."""
+    model, state_dict, arrays = load_reference(FIXTURE)
+    state_dict = dict(state_dict)
+    state_dict["layer4.0.conv2.weight"] = state_dict["layer4.0.conv2.weight"] * 1.05
+    variables = from_timm_state_dict(model, state_dict)
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, arrays["images_nhwc"])
+    assert np.abs(np.asarray(logits) - arrays["logits_eval"]).max() > TOLERANCE
+
+
+def _live_references() -> list[pathlib.Path]:
+    paths = os.environ.get("RSJAX_TIMM_REFERENCES", "")
+    return [pathlib.Path(p) for p in paths.split(",") if p]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("path", _live_references(), ids=lambda p: p.stem)
+def test_live_timm_parity(path):
+    eval_err, train_err = max_logit_errors(path)
+    print(f"{path.stem}: max |logit diff| eval {eval_err:.2e}, train {train_err:.2e}")
+    assert eval_err < TOLERANCE
+    assert train_err < TOLERANCE
+
+
+@pytest.mark.parity
+def test_live_references_were_given():
+    """`make parity` must hand over at least one reference; an empty run is a failure."""
+    assert _live_references(), "RSJAX_TIMM_REFERENCES is empty: run `make parity`"
