@@ -47,9 +47,9 @@ parity: venv $(REF_VENV)/.installed
 	mkdir -p $(PARITY_DIR)
 	refs=""; for m in $(PARITY_MODELS); do \
 	  $(REF_VENV)/bin/python tests/parity/timm_reference.py --model $$m --out $(PARITY_DIR)/$$m.npz; \
-	  refs="$$refs$(PARITY_DIR)/$$m.npz,"; \
+	  refs="$${refs}$(PARITY_DIR)/$$m.npz,"; \
 	done; \
-	RSJAX_TIMM_REFERENCES=$$refs $(PY) -m pytest -q -s -m parity tests/test_timm_parity.py
+	RSJAX_TIMM_REFERENCES=$${refs} $(PY) -m pytest -q -s -m parity tests/test_timm_parity.py
 
 parity-slow:
 	$(MAKE) parity PARITY_MODELS="resnetrs50 resnetrs152"
