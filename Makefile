@@ -12,10 +12,13 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 # cannot import PyPI's torchvision, which timm imports; this pair installs and runs on CPU.
 REF_REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy==2.4.6
 
-.PHONY: help venv test test-slow parity parity-slow lint format demo fixtures clean
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEMO_DIR ?= runs/demo
+
+.PHONY: help venv test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
 
 help:
-	@echo "make demo         create $(VENV), install rsjax, run the demo (model zoo table)"
+	@echo "make demo         create $(VENV), install rsjax, print the model zoo, train briefly on Fashion-MNIST"
 	@echo "make test         create $(VENV) if needed and run the default test suite"
 	@echo "make test-slow    run the tests marked slow"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
@@ -63,8 +66,19 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-demo: venv
+# Real data for the demo and the CPU-scale studies: Debian's dataset-fashion-mnist.
+fashion-mnist:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; \
+	fi
+
+demo: venv fashion-mnist
 	$(VENV)/bin/rsjax models
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/rsjax train --config fashion_mnist --workdir $(DEMO_DIR) --config.num_epochs=1
+	@echo "demo results: $(DEMO_DIR)/result.json, metrics in $(DEMO_DIR)/metrics.jsonl, TensorBoard: $(DEMO_DIR)/tensorboard"
 
 clean:
 	rm -rf build .pytest_cache

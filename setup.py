@@ -20,11 +20,12 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
-    "clu==0.0.12",
+    "tensorboard==2.21.0",  # TensorBoard event files (tf.summary)
     "numpy==2.4.6",
     "protobuf==7.36.2",
     "absl-py==2.5.1",
     "etils[epath]==1.15.0",
+    "importlib-resources==7.1.0",  # etils.epath imports it lazily (tfds builders need it)
     "matplotlib==3.11.2",
     "pandas==3.1.1",
     "tqdm==4.70.1",

@@ -1,11 +1,16 @@
-"""Shared test setup: quiet TensorFlow, CPU-only JAX, and the timm parity reference files."""
+"""Shared test setup: 8 simulated CPU devices, quiet TensorFlow, tiny models and datasets."""
 
+import gzip
 import os
+import pathlib
 
+# Must happen before JAX initialises its backend: sharding tests need 8 devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+import numpy as np
 import pytest
 
 from rsjax.models import ResNetRS
@@ -26,3 +31,30 @@ def tiny_variables(tiny_model):
     images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     variables = jax.jit(lambda x: tiny_model.init(jax.random.key(1), x, train=False))(images)
     return variables, images
+
+
+def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
+    """Writes a gzipped IDX file (the Fashion-MNIST format) of a uint8 array."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist_files(directory: pathlib.Path, n_train: int, n_test: int) -> pathlib.Path:
+    """Small Fashion-MNIST-format files: class-dependent patterns plus noise (learnable)."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = labels[:, None, None] * 20 + rng.integers(0, 60, (n, 28, 28))
+        write_idx(directory / f"{split}-images-idx3-ubyte.gz", np.clip(images, 0, 255))
+        write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_fmnist(tmp_path_factory) -> dict:
+    """A prepared 256/100-example Fashion-MNIST-format dataset: {"manual_dir", "data_dir"}."""
+    root = tmp_path_factory.mktemp("fmnist")
+    manual = make_fashion_mnist_files(root / "manual", 256, 100)
+    return {"manual_dir": str(manual), "data_dir": str(root / "tfds")}

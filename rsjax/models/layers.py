@@ -52,14 +52,25 @@ def batch_norm(
     *,
     momentum: float,
     zero_init: bool = False,
+    group_size: int = 0,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
-) -> nn.BatchNorm:
-    """BatchNorm over the (global) batch, epsilon 1e-5; `zero_init` starts gamma at 0.
+) -> nn.Module:
+    """BatchNorm, epsilon 1e-5; `zero_init` starts gamma at 0.
 
-    `momentum` follows the TF/Flax convention:
-    running = momentum * running + (1 - momentum) * batch.
+    Statistics come from the whole (global) batch, or with `group_size` > 0 from each group of
+    that many consecutive examples (like per-replica BN with that per-core batch). `momentum`
+    follows the TF/Flax convention: running = momentum * running + (1 - momentum) * batch.
     """
+    if group_size > 0:
+        return GroupedBatchNorm(
+            group_size=group_size,
+            use_running_average=not train,
+            momentum=momentum,
+            zero_init=zero_init,
+            dtype=dtype,
+            name=name,
+        )
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=momentum,
@@ -69,6 +80,51 @@ def batch_norm(
         param_dtype=jnp.float32,
         name=name,
     )
+
+
+class GroupedBatchNorm(nn.Module):
+    """BatchNorm whose training statistics are computed per group of `group_size` examples.
+
+    x: [B, ..., C] with B a multiple of `group_size`. Variables match `nn.BatchNorm`
+    (params scale/bias, batch_stats mean/var); the running statistics move towards the mean of
+    the groups' statistics.
+    """
+
+    group_size: int
+    use_running_average: bool
+    momentum: float
+    zero_init: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale_init = nn.initializers.zeros if self.zero_init else nn.initializers.ones
+        scale = self.param("scale", scale_init, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if self.use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+            return (y * scale + bias).astype(self.dtype)
+        batch = x.shape[0]
+        if batch % self.group_size:
+            raise ValueError(
+                f"batch {batch} is not a multiple of the BatchNorm group size {self.group_size}."
+            )
+        groups = x.astype(jnp.float32).reshape(
+            batch // self.group_size, self.group_size, *x.shape[1:]
+        )
+        axes = tuple(range(1, groups.ndim - 1))
+        mean = jnp.mean(groups, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(groups - mean), axis=axes, keepdims=True)
+        y = ((groups - mean) * jax.lax.rsqrt(var + BN_EPSILON)).reshape(x.shape)
+        if not self.is_initializing():
+            m = self.momentum
+            ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=(0, *axes))
+            ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, axis=(0, *axes))
+        return (y * scale + bias).astype(self.dtype)
 
 
 class SqueezeExcite(nn.Module):

@@ -51,6 +51,7 @@ class Stem(nn.Module):
     width_multiplier: float
     downsample: str
     bn_momentum: float
+    bn_group_size: int = 0
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -63,7 +64,11 @@ class Stem(nn.Module):
         for i, (width, stride) in enumerate(zip(widths, strides, strict=True), start=1):
             x = layers.conv(width, 3, stride, dtype=self.dtype, name=f"conv{i}")(x)
             x = layers.batch_norm(
-                train, momentum=self.bn_momentum, dtype=self.dtype, name=f"bn{i}"
+                train,
+                momentum=self.bn_momentum,
+                group_size=self.bn_group_size,
+                dtype=self.dtype,
+                name=f"bn{i}",
             )(x)
             x = nn.relu(x)
         return x
@@ -84,6 +89,7 @@ class BottleneckBlock(nn.Module):
     se_ratio: float | None
     drop_rate: float
     bn_momentum: float
+    bn_group_size: int = 0
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -92,7 +98,12 @@ class BottleneckBlock(nn.Module):
 
         def bn(name: str, zero_init: bool = False) -> nn.BatchNorm:
             return layers.batch_norm(
-                train, momentum=self.bn_momentum, zero_init=zero_init, dtype=self.dtype, name=name
+                train,
+                momentum=self.bn_momentum,
+                zero_init=zero_init,
+                group_size=self.bn_group_size,
+                dtype=self.dtype,
+                name=name,
             )
 
         shortcut = x
@@ -140,6 +151,8 @@ class ResNetRS(nn.Module):
       stem_downsample: "conv" (released checkpoints) or "none" (paper text: c2's first block
         downsamples instead).
       bn_momentum: BatchNorm running-average momentum (running = m * running + (1 - m) * batch).
+      bn_group_size: 0 for training statistics over the global batch; N > 0 for statistics per
+        group of N consecutive examples (the batch must be a multiple of N).
       dtype: computation dtype (parameters stay float32; logits are returned as float32).
 
     Call: `model.apply(variables, images, train=False)` with images `[B, H, W, C]` returns logits
@@ -156,6 +169,7 @@ class ResNetRS(nn.Module):
     stage_sizes: Sequence[int] | None = None
     stem_downsample: str = "conv"
     bn_momentum: float = 0.9
+    bn_group_size: int = 0
     dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
@@ -174,6 +188,8 @@ class ResNetRS(nn.Module):
                 raise ValueError(f"{field} must be in [0, 1), got {value!r}.")
         if not 0 <= self.bn_momentum <= 1:
             raise ValueError(f"bn_momentum must be in [0, 1], got {self.bn_momentum!r}.")
+        if not (isinstance(self.bn_group_size, int) and self.bn_group_size >= 0):
+            raise ValueError(f"bn_group_size must be an int >= 0, got {self.bn_group_size!r}.")
         if not (isinstance(self.num_classes, int) and self.num_classes >= 1):
             raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}.")
         if self.stem_downsample not in STEM_DOWNSAMPLE_MODES:
@@ -221,7 +237,12 @@ class ResNetRS(nn.Module):
         self.check_images(images)
         x = jnp.asarray(images, self.dtype)
         x = Stem(
-            self.width_multiplier, self.stem_downsample, self.bn_momentum, self.dtype, name="stem"
+            self.width_multiplier,
+            self.stem_downsample,
+            self.bn_momentum,
+            self.bn_group_size,
+            self.dtype,
+            name="stem",
         )(x, train)
         sizes = self.blocks_per_stage
         drop_rates = stage_drop_rates(self.stochastic_depth_rate, len(sizes))
@@ -237,6 +258,7 @@ class ResNetRS(nn.Module):
                     se_ratio=self.se_ratio,
                     drop_rate=drop_rate,
                     bn_momentum=self.bn_momentum,
+                    bn_group_size=self.bn_group_size,
                     dtype=self.dtype,
                     name=f"c{stage + 2}_block{block}",
                 )(x, train)

@@ -1,0 +1,1 @@
+"""Configs are code: `get_config(preset)` files returning a locked `ml_collections.ConfigDict`."""

@@ -1,0 +1,78 @@
+"""The base training config: every key a run reads, with the paper's recipe as defaults.
+
+Durations: `num_epochs` (float) unless `num_train_steps` > 0. Learning rate peaks at
+`optim.base_learning_rate x global_batch_size / 256` after `optim.warmup_epochs`, then decays to 0
+with a cosine. Weight decay is coupled L2 (gradient + wd * w) on everything but BatchNorm.
+"""
+
+import ml_collections
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = ""  # a readable run name (sweeps set it); defaults to the preset
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.depth = 50
+    c.model.stage_sizes = ()  # non-empty overrides the depth's layout
+    c.model.width_multiplier = 1.0
+    c.model.se_ratio = 0.25
+    c.model.dropout_rate = 0.25
+    c.model.stochastic_depth_rate = 0.0
+    c.model.stem_downsample = "conv"
+    # The reference keeps BN momentum 0 and evaluates an EMA of the BN statistics (Appendix C);
+    # 0.9 + EMA is equivalent up to smoothing and also gives usable raw-weight statistics.
+    c.model.bn_momentum = 0.9
+    c.model.bn_group_size = 0  # 0: statistics over the global batch; N: per group of N examples
+    c.model.dtype = "float32"  # or "bfloat16" (params and BN statistics stay float32)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "imagenet2012"
+    c.data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data dir (None: default)
+    c.data.manual_dir = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.train_examples = 0  # split sizes; 0 reads them from the tfds metadata
+    c.data.eval_examples = 0
+    c.data.num_classes = 1000
+    c.data.image_size = 160
+    c.data.area_range = (0.08, 1.0)
+    c.data.flip = True
+    c.data.randaugment_layers = 2
+    c.data.randaugment_magnitude = 10.0  # 0 disables RandAugment
+    c.data.resize_method = "bicubic"
+    c.data.eval_crop_fraction = 0.875
+    c.data.mean = IMAGENET_MEAN
+    c.data.std = IMAGENET_STD
+    c.data.shuffle_buffer = 16_384
+    c.data.threads = 0  # tf.data private thread pool (0: TF's default)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.base_learning_rate = 0.1  # per 256 examples
+    c.optim.momentum = 0.9
+    c.optim.nesterov = True
+    c.optim.weight_decay = 4e-5
+    c.optim.warmup_epochs = 5.0
+
+    c.label_smoothing = 0.1
+    c.ema_decay = 0.9999
+    c.ema_warmup = True  # decay = min(ema_decay, (1 + t) / (10 + t))
+
+    c.global_batch_size = 4096
+    c.eval_batch_size = 1000
+    c.num_epochs = 350.0
+    c.num_train_steps = -1
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+    c.fsdp = False
+
+    c.log_every_steps = 100
+    c.eval_every_epochs = 0.0  # 0: evaluate only at the end
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.progress = True
+    return c

@@ -1,0 +1,1 @@
+"""Input pipelines: tfds datasets through tf.data, augmentation, host batches."""

@@ -1,0 +1,217 @@
+"""tfds -> tf.data -> numpy host batches, deterministic in (seed, step).
+
+Training data order is a pure function of the run seed and the global step: epoch e reads its
+files and shuffles its buffer with seeds derived from (seed, e), each image's augmentation uses a
+stateless seed from (seed, e, position in epoch), and every epoch yields exactly
+`steps_per_epoch` batches. Resuming at step s therefore rebuilds epoch s // steps_per_epoch and
+skips the raw examples already consumed, without preprocessing them.
+
+Each process reads its own slice of every split (`tfds.split_for_jax_process`) and yields host-local
+batches; `rsjax.train.sharding` turns them into global `jax.Array`s.
+"""
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from rsjax.data import augment, fashion_mnist
+
+# TF only feeds the host: keep it off accelerators so JAX owns them.
+for _kind in ("GPU", "TPU"):
+    with contextlib.suppress(RuntimeError, ValueError):
+        tf.config.set_visible_devices([], _kind)
+
+FASHION_MNIST = "fashion_mnist"
+Batch = dict[str, np.ndarray]
+
+
+def get_builder(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+    """The tfds builder of `data.name` ('fashion_mnist' reads the Debian files; else any tfds name).
+
+    Raises ValueError for an unknown dataset name, FileNotFoundError for missing local files.
+    """
+    if data.name == FASHION_MNIST:
+        return fashion_mnist.prepare(data.data_dir, data.manual_dir)
+    try:
+        return tfds.builder(data.name, data_dir=data.data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(f"Unknown dataset {data.name!r}: {e}") from None
+
+
+def _options(data: ml_collections.ConfigDict) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    if data.threads > 0:
+        options.threading.private_threadpool_size = data.threads
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
+def _derive_seed(*values: int) -> int:
+    """A 31-bit seed from integers (stable across runs and machines)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
+
+
+def process_split(split: str, process_index: int, process_count: int, drop_remainder: bool) -> Any:
+    return tfds.split_for_jax_process(
+        split,
+        process_index=process_index,
+        process_count=process_count,
+        drop_remainder=drop_remainder,
+    )
+
+
+def split_size(builder: tfds.core.DatasetBuilder, split: str, override: int = 0) -> int:
+    """Examples in `split`: `override` when > 0, else the tfds metadata (ValueError if absent)."""
+    if override > 0:
+        return override
+    try:
+        return builder.info.splits[split].num_examples
+    except KeyError:
+        raise ValueError(
+            f"{builder.name} has no size for split {split!r} (not prepared?); prepare it or set "
+            "data.train_examples / data.eval_examples."
+        ) from None
+
+
+def steps_per_epoch(
+    builder: tfds.core.DatasetBuilder, data: ml_collections.ConfigDict, global_batch: int
+) -> int:
+    """Training steps in one epoch of the whole train split (every host steps together)."""
+    return split_size(builder, data.train_split, data.train_examples) // global_batch
+
+
+def train_batches(
+    builder: tfds.core.DatasetBuilder,
+    data: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    local_batch: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[Batch]:
+    """Endless host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b]
+    int32}."""
+    split = process_split(data.train_split, process_index, process_count, drop_remainder=True)
+    per_process = split_size(builder, data.train_split, data.train_examples) // process_count
+    per_epoch = per_process // local_batch
+    if per_epoch < 1:
+        raise ValueError(
+            f"The {data.train_split!r} split has fewer examples per process than one batch "
+            f"({local_batch})."
+        )
+    epoch, offset = divmod(start_step, per_epoch)
+    while True:
+        yield from tfds.as_numpy(
+            _epoch_dataset(builder, split, data, seed, epoch, offset * local_batch, local_batch)
+        )
+        epoch, offset = epoch + 1, 0
+
+
+def _epoch_dataset(
+    builder: tfds.core.DatasetBuilder,
+    split: Any,
+    data: ml_collections.ConfigDict,
+    seed: int,
+    epoch: int,
+    skip: int,
+    local_batch: int,
+) -> tf.data.Dataset:
+    read_config = tfds.ReadConfig(shuffle_seed=_derive_seed(seed, epoch, 1), options=_options(data))
+    ds = builder.as_dataset(split=split, shuffle_files=True, read_config=read_config)
+    ds = ds.shuffle(
+        data.shuffle_buffer, seed=_derive_seed(seed, epoch, 2), reshuffle_each_iteration=False
+    )
+    ds = ds.enumerate().skip(skip)
+    epoch_seed = _derive_seed(seed, epoch, 3)
+    preprocess = dict(
+        size=data.image_size,
+        area_range=tuple(data.area_range),
+        flip=data.flip,
+        randaugment_layers=data.randaugment_layers,
+        randaugment_magnitude=float(data.randaugment_magnitude),
+        resize_method=data.resize_method,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+
+    def _map(position: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), position])
+        image = augment.train_preprocess(example["image"], example_seed, **preprocess)
+        return {"images": image, "labels": tf.cast(example["label"], tf.int32)}
+
+    ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(local_batch, drop_remainder=True).prefetch(2)
+
+
+def eval_batches(
+    builder: tfds.core.DatasetBuilder,
+    data: ml_collections.ConfigDict,
+    *,
+    local_batch: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[Batch]:
+    """One pass over the eval split: {"images", "labels", "mask"} host batches of fixed size.
+
+    The last batch is padded (mask 0), and every process yields the same number of batches.
+    """
+    largest_share = math.ceil(
+        split_size(builder, data.eval_split, data.eval_examples) / process_count
+    )
+    num_batches = math.ceil(largest_share / local_batch)
+    preprocess = dict(
+        size=data.image_size,
+        crop_fraction=data.eval_crop_fraction,
+        resize_method=data.resize_method,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+    ds = builder.as_dataset(
+        split=process_split(data.eval_split, process_index, process_count, drop_remainder=False),
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(options=_options(data)),
+    )
+    ds = (
+        ds.map(
+            lambda ex: {
+                "images": augment.eval_preprocess(ex["image"], **preprocess),
+                "labels": tf.cast(ex["label"], tf.int32),
+            },
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .batch(local_batch)
+        .prefetch(2)
+    )
+    channels = builder.info.features["image"].shape[-1]
+    empty = {
+        "images": np.zeros((local_batch, data.image_size, data.image_size, channels), np.float32),
+        "labels": np.zeros((local_batch,), np.int32),
+        "mask": np.zeros((local_batch,), np.float32),
+    }
+    produced = 0
+    for batch in tfds.as_numpy(ds):
+        yield _pad(batch, local_batch)
+        produced += 1
+    for _ in range(num_batches - produced):
+        yield dict(empty)
+
+
+def _pad(batch: Batch, size: int) -> Batch:
+    n = len(batch["labels"])
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(size - n, np.float32)])
+    padded = {
+        k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+        for k, v in batch.items()
+    }
+    return {**padded, "mask": mask}

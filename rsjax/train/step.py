@@ -1,0 +1,94 @@
+"""Pure train and eval steps (jit them with shardings in the trainer)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from rsjax.train.state import TrainState, ema_decay, ema_update
+
+Batch = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    """Per-example softmax cross-entropy [B] of logits [B, K] against int labels [B], with the
+    targets smoothed as (1 - s) * one_hot + s / K."""
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    seed: int,
+    label_smoothing: float,
+    ema: float,
+    ema_warmup: bool,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on batch {"images": [B, H, W, C], "labels": [B]}; returns (state, metrics).
+
+    Dropout and stochastic depth draw from fold_in(key(seed), step): a pure function of the step,
+    so a resumed run makes the same draws.
+    """
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["images"],
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": rng},
+        )
+        loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
+        return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = ema_decay(state.step, ema, ema_warmup)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        ema_params=ema_update(state.ema_params, params, decay),
+        ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, decay),
+    )
+    metrics = {
+        "loss": loss,
+        "top1": jnp.mean(jnp.argmax(logits, -1) == batch["labels"]),
+        "learning_rate": schedule(state.step),
+        "grad_norm": optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+
+def _classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict:
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    return {
+        "top1": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        "top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+        "loss": jnp.sum(cross_entropy(logits, labels, 0.0) * mask),
+    }
+
+
+def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
+    """Sums over the valid examples of a padded batch ({"images", "labels", "mask"}) for the raw
+    and the EMA weights: top1/top5 correct counts, loss, and the example count."""
+    sums = {"count": jnp.sum(batch["mask"])}
+    for prefix, params, stats in (
+        ("", state.params, state.batch_stats),
+        ("ema_", state.ema_params, state.ema_batch_stats),
+    ):
+        logits = model.apply({"params": params, "batch_stats": stats}, batch["images"], train=False)
+        for name, value in _classification_sums(logits, batch["labels"], batch["mask"]).items():
+            sums[prefix + name] = value
+    return sums

@@ -1,0 +1,273 @@
+"""Training: optimiser, EMA, steps, the loop end to end, exact resume after SIGKILL, failures."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from rsjax.configs import fashion_mnist as fmnist_config
+from rsjax.results import read_result
+from rsjax.train import checkpoint, optim, trainer
+from rsjax.train.state import create_train_state, ema_decay
+from rsjax.train.step import cross_entropy, train_step
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(small_fmnist, **overrides):
+    config = fmnist_config.get_config("tiny")
+    config.unlock()
+    config.data.manual_dir = small_fmnist["manual_dir"]
+    config.data.data_dir = small_fmnist["data_dir"]
+    config.data.shuffle_buffer = 256
+    config.global_batch_size = 32
+    config.eval_batch_size = 50
+    config.num_train_steps = 12
+    config.log_every_steps = 4
+    config.checkpoint_every_steps = 4
+    config.mesh.data = 1
+    config.progress = False
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    config.lock()
+    return config
+
+
+def config_flags(small_fmnist, steps, checkpoint_every):
+    return [
+        "--config", "fashion_mnist:tiny",
+        f"--config.data.manual_dir={small_fmnist['manual_dir']}",
+        f"--config.data.data_dir={small_fmnist['data_dir']}",
+        "--config.data.shuffle_buffer=256",
+        "--config.global_batch_size=32",
+        "--config.eval_batch_size=50",
+        f"--config.num_train_steps={steps}",
+        f"--config.checkpoint_every_steps={checkpoint_every}",
+        "--config.log_every_steps=1",
+        "--config.mesh.data=1",
+        "--config.model.dropout_rate=0.2",
+        "--config.model.stochastic_depth_rate=0.2",
+    ]  # fmt: skip
+
+
+def test_weight_decay_mask_skips_batch_norm_only(tiny_variables):
+    mask = optim.weight_decay_mask(tiny_variables[0]["params"])
+    flat = flax.traverse_util.flatten_dict(mask, sep="/")
+    assert (
+        flat["stem/conv1/kernel"] and flat["classifier/bias"] and flat["c2_block0/se/reduce/bias"]
+    )
+    assert not flat["stem/bn1/scale"] and not flat["c3_block0/shortcut_bn/bias"]
+    assert not flat["c3_block0/bn3/scale"]
+
+
+def test_schedule_warmup_then_cosine_to_zero():
+    peak = optim.peak_learning_rate(0.1, 4096)
+    assert peak == pytest.approx(1.6)
+    schedule = optim.learning_rate_schedule(peak, total_steps=1000, warmup_steps=100)
+    assert schedule(0) == 0.0
+    assert schedule(50) == pytest.approx(0.8)
+    assert schedule(100) == pytest.approx(1.6)
+    assert schedule(550) == pytest.approx(0.8, rel=1e-3)  # half way through the cosine
+    assert schedule(1000) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_coupled_weight_decay_adds_wd_times_w_before_momentum():
+    params = {"conv": {"kernel": jnp.ones(3)}, "bn1": {"scale": jnp.ones(3)}}
+    config = fmnist_config.get_config().optim
+    tx = optim.make_optimizer(config, optax.constant_schedule(1.0))
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    # Nesterov momentum of a first gradient g: -(1 + momentum) * g.
+    np.testing.assert_allclose(updates["conv"]["kernel"], -(1 + 0.9) * 4e-5 * np.ones(3), rtol=1e-6)
+    np.testing.assert_array_equal(updates["bn1"]["scale"], np.zeros(3))
+
+
+def test_ema_decay_warmup():
+    assert float(ema_decay(0, 0.9999, True)) == pytest.approx(0.1)
+    assert float(ema_decay(10**6, 0.9999, True)) == pytest.approx(0.9999)
+    assert float(ema_decay(5, 0.9999, False)) == pytest.approx(0.9999)
+
+
+def test_label_smoothing_cross_entropy():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    log_p = jax.nn.log_softmax(logits)[0]
+    expected = -(0.9 + 0.1 / 3) * log_p[0] - (0.1 / 3) * (log_p[1] + log_p[2])
+    assert float(cross_entropy(logits, jnp.array([0]), 0.1)[0]) == pytest.approx(float(expected))
+
+
+def test_train_step_learns_a_fixed_batch_and_tracks_ema(tiny_model):
+    tx = optax.sgd(0.05, momentum=0.9)
+    state = jax.jit(lambda k: create_train_state(k, tiny_model, tx, (32, 32, 3)))(jax.random.key(0))
+    batch = {
+        "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
+        "labels": jnp.arange(8) % 7,
+    }
+    step = jax.jit(
+        lambda s, b: train_step(
+            s,
+            b,
+            model=tiny_model,
+            tx=tx,
+            schedule=optax.constant_schedule(0.05),
+            seed=0,
+            label_smoothing=0.1,
+            ema=0.99,
+            ema_warmup=True,
+        )
+    )
+    losses = []
+    for _ in range(8):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0]
+    assert int(state.step) == 8
+    params, ema = state.params["classifier"]["kernel"], state.ema_params["classifier"]["kernel"]
+    assert not np.allclose(params, ema)
+    assert not np.allclose(state.ema_batch_stats["stem"]["bn1"]["mean"], 0.0)
+
+
+def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path):
+    config = tiny_config(small_fmnist)
+    metrics = trainer.train_and_evaluate(config, tmp_path)
+    for key in ("top1", "top5", "ema_top1", "ema_top5", "loss", "ema_loss"):
+        assert 0 <= metrics[key] < 100
+    record = read_result(tmp_path / "result.json")
+    assert record["status"] == "complete" and record["metrics"] == metrics
+    assert record["model"]["params"] > 0 and record["model"]["flops_per_image"] > 0
+    assert record["train"]["steps"] == 12 and record["train"]["step_s"] > 0
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [4, 8, 12]
+    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())
+    # A different config in the same workdir is refused before anything runs.
+    other = tiny_config(small_fmnist, seed=1)
+    with pytest.raises(ValueError, match=r"different config.*seed"):
+        trainer.train_and_evaluate(other, tmp_path)
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(small_fmnist, tmp_path):
+    config = tiny_config(small_fmnist, **{"optim.base_learning_rate": 1e12})
+    with pytest.raises(trainer.NonFiniteLossError):
+        trainer.train_and_evaluate(config, tmp_path)
+    record = read_result(tmp_path / "result.json")
+    assert record["status"] == "failed" and "loss is" in record["error"]
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert all(s < int(record["error"].split("step ")[1]) for s in saved)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_epochs": -1.0, "num_train_steps": -1}, "num_epochs must be >= 0"),
+        ({"data.name": "no_such_dataset_xyz"}, "Unknown dataset"),
+        ({"global_batch_size": 0}, "global_batch_size must be > 0"),
+        ({"model.depth": 51, "model.stage_sizes": ()}, "Unknown ResNet-RS depth"),
+        ({"mesh.data": 16}, "needs 16 devices"),
+    ],
+)
+def test_bad_config_fails_before_compilation(
+    small_fmnist, tmp_path, monkeypatch, overrides, message
+):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compilation started before the config was validated")
+
+    monkeypatch.setattr(trainer.jax, "jit", no_compile)
+    with pytest.raises(ValueError, match=message):
+        trainer.train_and_evaluate(tiny_config(small_fmnist, **overrides), tmp_path)
+
+
+def test_unreachable_workdir(small_fmnist, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not usable"):
+        trainer.train_and_evaluate(tiny_config(small_fmnist), blocker / "sub")
+
+
+def test_config_check_ignores_logging_keys(small_fmnist, tmp_path):
+    checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist))
+    checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist, log_every_steps=2))
+
+
+def run_cli(args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rsjax.cli", "train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def final_params(workdir: pathlib.Path) -> list[np.ndarray]:
+    manager = ocp.CheckpointManager(workdir / "checkpoints")
+    restored = manager.restore(manager.latest_step())
+    return [np.asarray(x) for x in jax.tree.leaves(restored)]
+
+
+def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
+    """Kill -9 after the step-4 checkpoint, rerun the same command: same bits as no kill."""
+    flags = config_flags(small_fmnist, steps=10, checkpoint_every=4)
+    straight = run_cli([*flags, "--workdir", str(tmp_path / "straight")])
+    out, _ = straight.communicate(timeout=600)
+    assert straight.returncode == 0, out
+
+    killed_dir = tmp_path / "killed"
+    proc = run_cli([*flags, "--workdir", str(killed_dir)])
+    deadline = time.time() + 600
+    while not (killed_dir / "checkpoints" / "4").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "result.json").exists()
+    resumed = run_cli([*flags, "--workdir", str(killed_dir)])
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert "resumed from step" in out
+    a, b = final_params(tmp_path / "straight"), final_params(killed_dir)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_cli_errors(tmp_path, capsys):
+    from rsjax import cli
+
+    assert cli.main(["train", "--config", "fashion_mnist:nope", "--workdir", str(tmp_path)]) == 2
+    assert "Unknown fashion_mnist preset 'nope'" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                "fashion_mnist",
+                "--workdir",
+                str(tmp_path),
+                "--config.not_a_key=1",
+            ]
+        )
+        == 2
+    )
+    assert "not_a_key" in capsys.readouterr().err
+    assert cli.main(["train", "--config", "imagenet:resnetrs51_i160", "--workdir", "x"]) == 2
+    assert cli.main(["train", "--help"]) == 0
+    assert "Examples:" in capsys.readouterr().out
