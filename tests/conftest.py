@@ -10,10 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+import ml_collections
 import numpy as np
+import optax
 import pytest
 
+from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.models import ResNetRS
+from rsjax.train.step import train_step
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.
 TINY_KWARGS = dict(depth=0, stage_sizes=(1, 1, 1, 1), width_multiplier=0.125, num_classes=7)
@@ -58,3 +62,39 @@ def small_fmnist(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("fmnist")
     manual = make_fashion_mnist_files(root / "manual", 256, 100)
     return {"manual_dir": str(manual), "data_dir": str(root / "tfds")}
+
+
+def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.ConfigDict:
+    """The `tiny` Fashion-MNIST config over the `small_fmnist` files, with dotted-key overrides
+    ("optim.base_learning_rate": 1.0), locked again."""
+    config = fmnist_config.get_config("tiny")
+    config.unlock()
+    config.data.manual_dir = small_fmnist["manual_dir"]
+    config.data.data_dir = small_fmnist["data_dir"]
+    config.data.shuffle_buffer = 256
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    config.lock()
+    return config
+
+
+def jit_train_step(model, tx, learning_rate: float, ema: float, **jit_kwargs):
+    """`train_step` with a constant schedule, seed 0 and label smoothing 0.1, jitted."""
+    return jax.jit(
+        lambda state, batch: train_step(
+            state,
+            batch,
+            model=model,
+            tx=tx,
+            schedule=optax.constant_schedule(learning_rate),
+            seed=0,
+            label_smoothing=0.1,
+            ema=ema,
+            ema_warmup=True,
+        ),
+        **jit_kwargs,
+    )

@@ -7,21 +7,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.configs import imagenet as imagenet_config
 from rsjax.data import fashion_mnist, input_pipeline
-from tests.conftest import make_fashion_mnist_files
+from tests.conftest import make_fashion_mnist_files, small_fmnist_config
 
 
 def fmnist_data(small_fmnist, **overrides):
-    config = fmnist_config.get_config("tiny")
-    config.unlock()
-    config.data.manual_dir = small_fmnist["manual_dir"]
-    config.data.data_dir = small_fmnist["data_dir"]
-    config.data.shuffle_buffer = 256
-    for key, value in overrides.items():
-        config.data[key] = value
-    return config.data
+    return small_fmnist_config(small_fmnist, **{f"data.{k}": v for k, v in overrides.items()}).data
 
 
 def test_idx_round_trip_and_missing_files_name_the_package(tmp_path):

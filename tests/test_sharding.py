@@ -12,8 +12,7 @@ from rsjax.models import ResNetRS
 from rsjax.models.layers import GroupedBatchNorm
 from rsjax.train import sharding
 from rsjax.train.state import create_train_state
-from rsjax.train.step import train_step
-from tests.conftest import TINY_KWARGS
+from tests.conftest import TINY_KWARGS, jit_train_step
 
 STEPS = 3
 # fp32 tolerances. Losses agree to rounding (measured: bit-identical). The whole state (params,
@@ -35,18 +34,11 @@ def run(mesh, fsdp=False, group_size=0):
     abstract = jax.eval_shape(init, jax.random.key(0))
     state_sh = sharding.tree_shardings(abstract, mesh, fsdp=fsdp)
     state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
-    step = jax.jit(
-        lambda s, b: train_step(
-            s,
-            b,
-            model=model,
-            tx=tx,
-            schedule=optax.constant_schedule(0.1),
-            seed=0,
-            label_smoothing=0.1,
-            ema=0.9,
-            ema_warmup=True,
-        ),
+    step = jit_train_step(
+        model,
+        tx,
+        0.1,
+        0.9,
         in_shardings=(state_sh, sharding.batch_sharding(mesh)),
         out_shardings=(state_sh, sharding.replicated(mesh)),
     )

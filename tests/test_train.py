@@ -20,32 +20,26 @@ from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.results import read_result
 from rsjax.train import checkpoint, optim, trainer
 from rsjax.train.state import create_train_state, ema_decay
-from rsjax.train.step import cross_entropy, train_step
+from rsjax.train.step import cross_entropy
+from tests.conftest import jit_train_step, small_fmnist_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(small_fmnist, **overrides):
-    config = fmnist_config.get_config("tiny")
-    config.unlock()
-    config.data.manual_dir = small_fmnist["manual_dir"]
-    config.data.data_dir = small_fmnist["data_dir"]
-    config.data.shuffle_buffer = 256
-    config.global_batch_size = 32
-    config.eval_batch_size = 50
-    config.num_train_steps = 12
-    config.log_every_steps = 4
-    config.checkpoint_every_steps = 4
-    config.mesh.data = 1
-    config.progress = False
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    config.lock()
-    return config
+    return small_fmnist_config(
+        small_fmnist,
+        **{
+            "global_batch_size": 32,
+            "eval_batch_size": 50,
+            "num_train_steps": 12,
+            "log_every_steps": 4,
+            "checkpoint_every_steps": 4,
+            "mesh.data": 1,
+            "progress": False,
+            **overrides,
+        },
+    )
 
 
 def config_flags(small_fmnist, steps, checkpoint_every):
@@ -117,19 +111,7 @@ def test_train_step_learns_a_fixed_batch_and_tracks_ema(tiny_model):
         "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
         "labels": jnp.arange(8) % 7,
     }
-    step = jax.jit(
-        lambda s, b: train_step(
-            s,
-            b,
-            model=tiny_model,
-            tx=tx,
-            schedule=optax.constant_schedule(0.05),
-            seed=0,
-            label_smoothing=0.1,
-            ema=0.99,
-            ema_warmup=True,
-        )
-    )
+    step = jit_train_step(tiny_model, tx, 0.05, 0.99)
     losses = []
     for _ in range(8):
         state, metrics = step(state, batch)
@@ -177,6 +159,7 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(small_
         ({"global_batch_size": 0}, "global_batch_size must be > 0"),
         ({"model.depth": 51, "model.stage_sizes": ()}, "Unknown ResNet-RS depth"),
         ({"mesh.data": 16}, "needs 16 devices"),
+        ({"mesh.data": 8, "global_batch_size": 12}, "not divisible by the mesh's data axis"),
     ],
 )
 def test_bad_config_fails_before_compilation(
@@ -249,6 +232,30 @@ def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(small_fmnist, tmp_path):
+    """Preemption: SIGTERM makes the run checkpoint its current step and exit 0; rerunning the
+    same command resumes from that step and completes."""
+    flags = config_flags(small_fmnist, steps=400, checkpoint_every=1000)
+    proc = run_cli([*flags, "--workdir", str(tmp_path)])
+    deadline = time.time() + 600
+    while not (tmp_path / "metrics.jsonl").exists():  # the first logged step: training runs
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "preempted: checkpoint saved at step" in out
+    saved = int(out.split("preempted: checkpoint saved at step ")[1].split()[0])
+    assert 0 < saved < 400
+    assert (tmp_path / "checkpoints" / str(saved)).exists()
+    resumed = run_cli([*flags, "--workdir", str(tmp_path), "--config.num_train_steps=400"])
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert f"resumed from step {saved}" in out
+    assert read_result(tmp_path / "result.json")["status"] == "complete"
+
+
 def test_cli_errors(tmp_path, capsys):
     from rsjax import cli
 
@@ -271,3 +278,26 @@ def test_cli_errors(tmp_path, capsys):
     assert cli.main(["train", "--config", "imagenet:resnetrs51_i160", "--workdir", "x"]) == 2
     assert cli.main(["train", "--help"]) == 0
     assert "Examples:" in capsys.readouterr().out
+
+
+def test_train_step_on_mock_imagenet_batches(tmp_path):
+    """A width-0.25 ResNet-RS-50 takes a train step on the ImageNet pipeline's mock output."""
+    import tensorflow_datasets as tfds
+
+    from rsjax.configs import imagenet as imagenet_config
+    from rsjax.data import input_pipeline
+
+    config = imagenet_config.get_config("resnetrs50_i160")
+    config.unlock()
+    config.data.train_examples = 8
+    config.model.width_multiplier = 0.25
+    config.model.dtype = "float32"
+    with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path)):
+        builder = input_pipeline.get_builder(config.data)
+        batch = next(input_pipeline.train_batches(builder, config.data, seed=0, local_batch=4))
+    model = trainer.build_model(config)
+    tx = optim.make_optimizer(config.optim, optax.constant_schedule(0.1))
+    state = jax.jit(lambda k: create_train_state(k, model, tx, (160, 160, 3)))(jax.random.key(0))
+    state, metrics = jit_train_step(model, tx, 0.1, 0.9999)(state, batch)
+    assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+    assert float(metrics["loss"]) == pytest.approx(np.log(1000), rel=0.1)

@@ -1,9 +1,13 @@
 """Fashion-MNIST at CPU scale (28x28 grayscale, 10 classes), read from the Debian package.
 
 Presets (`--config rsjax/configs/fashion_mnist.py:PRESET`):
-  default: ResNet-RS-26 at width 0.25 and 28 px, 8 epochs. Measured on a 2-core CPU: see README.
-  long:    the same network trained longer (30 epochs) with RandAugment.
-  tiny:    a one-block-per-stage network for smoke tests and the demo (a few hundred steps).
+  default: one bottleneck block per stage at width 0.25, images upsampled to 40 px, light crops,
+           6 epochs. Measured on the 2-core CPU (2026-11-23): 89.5% test top-1 (EMA 89.4%) in
+           13 min 52 s wall-clock, about 500 images/s.
+  long:    the same network trained 30 epochs with RandAugment (not yet measured).
+  tiny:    the smallest network for smoke tests (200 steps).
+Earlier measurement, for the record: ResNet-RS-26 at width 0.25 on 28 px with crops of 35-100%
+area reached 87.9% in 8 epochs (15.6 min).
 
 Command:
   rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
@@ -23,8 +27,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.name = "fashion_mnist"
     c.data.eval_split = "test"
     c.data.num_classes = 10
-    c.data.image_size = 28
-    c.data.area_range = (0.35, 1.0)  # 0.08 of a 28 px image leaves too little to classify
+    # Upsampled: ResNet-RS downsamples 4x in the stem, which leaves a 28 px image 7x7 features.
+    c.data.image_size = 40
+    c.data.area_range = (0.64, 1.0)  # 0.08 of a small image leaves too little to classify
     c.data.randaugment_magnitude = 0.0
     c.data.resize_method = "bilinear"
     c.data.eval_crop_fraction = 1.0
@@ -32,7 +37,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.std = FMNIST_STD
     c.data.shuffle_buffer = 60_000
 
-    c.model.depth = 26
+    c.model.depth = 0
+    c.model.stage_sizes = (1, 1, 1, 1)
     c.model.width_multiplier = 0.25
     c.model.dropout_rate = 0.0
     c.model.stochastic_depth_rate = 0.0
@@ -47,14 +53,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
 
     preset = preset or "default"
     if preset == "default":
-        c.num_epochs = 8.0
+        c.num_epochs = 6.0
     elif preset == "long":
         c.num_epochs = 30.0
         c.data.randaugment_magnitude = 5.0
         c.model.dropout_rate = 0.1
     elif preset == "tiny":
-        c.model.depth = 0
-        c.model.stage_sizes = (1, 1, 1, 1)
+        c.data.image_size = 28
         c.model.width_multiplier = 0.125
         c.num_epochs = 0.0
         c.num_train_steps = 200

@@ -324,23 +324,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             step = start_step
             while step < total_steps:
                 host_batch = next(train_iter)
-                t0 = time.perf_counter()
                 state, metrics = p_train_step(state, sharding.global_batch(host_batch, mesh))
                 step += 1
                 pending.append((step, metrics))
-                if step - start_step <= 2 or step % config.log_every_steps == 0:
-                    jax.block_until_ready(metrics)
-                    if step - start_step > 2:
-                        step_times.append(time.perf_counter() - t0)
                 last = step == total_steps
                 if step % config.log_every_steps == 0 or last:
                     summary = flush_pending()
                     now = time.time()
-                    images_per_s = (
-                        (step - last_log_step)
-                        * config.global_batch_size
-                        / max(now - last_log_time, 1e-9)
-                    )
+                    interval_s = max(now - last_log_time, 1e-9)
+                    images_per_s = (step - last_log_step) * config.global_batch_size / interval_s
+                    if last_log_step > start_step:  # the first interval includes compilation
+                        step_times.append(interval_s / (step - last_log_step))
                     last_log_time, last_log_step = now, step
                     summary["images_per_s"] = images_per_s
                     log.write(step, "train", summary)
