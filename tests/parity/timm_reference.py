@@ -1,9 +1,9 @@
 """Writes a timm ResNet-RS reference (state dict, inputs, eval and train logits) to an .npz file.
 
 Runs in the reference environment only (`make .venv-ref`: torch + timm), never in the rsjax one;
-the rsjax side reads the file in `tests/test_timm_parity.py`. Every parameter and BatchNorm
-statistic is randomised first (timm zero-initialises the last BN of each block, which would hide
-the residual branches from the comparison).
+the rsjax side reads the file in `tests/test_timm_parity.py`. BatchNorm parameters are randomised
+and its statistics measured on a calibration batch first (timm zero-initialises the last BN of
+each block, which would hide the residual branches from the comparison).
 
 Examples:
   .venv-ref/bin/python tests/parity/timm_reference.py --model resnetrs50 --out /tmp/rs50.npz
@@ -45,15 +45,31 @@ def build_tiny() -> torch.nn.Module:
     )
 
 
-def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Random BN affine parameters and running statistics; conv/linear weights keep timm's init."""
+def randomise(
+    model: torch.nn.Module, generator: torch.Generator, calibration: torch.Tensor
+) -> None:
+    """Random BN affine parameters, then running statistics measured on a calibration batch.
+
+    Conv/linear weights keep timm's init. The last BN of each residual branch (zero-initialised by
+    timm) gets a small random gamma, as in trained networks, so that deep presets keep bounded
+    activations; running statistics from a real forward pass keep eval mode well-conditioned
+    (random statistics would blow activations up exponentially with depth).
+    """
+    last_bns = {m for name, m in model.named_modules() if name.endswith("bn3")}
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             n = module.num_features
-            module.weight.data = 0.5 + torch.rand(n, generator=generator)
+            low, high = (0.1, 0.5) if module in last_bns else (0.5, 1.5)
+            module.weight.data = low + (high - low) * torch.rand(n, generator=generator)
             module.bias.data = 0.1 * torch.randn(n, generator=generator)
-            module.running_mean.data = 0.1 * torch.randn(n, generator=generator)
-            module.running_var.data = 0.5 + torch.rand(n, generator=generator)
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: the calibration batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(calibration)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1
 
 
 def main() -> None:
@@ -80,7 +96,8 @@ def main() -> None:
         model = timm.create_model(args.model, pretrained=False, drop_rate=0.0)
         rsjax_kwargs = dict(name=args.model)
         batch, channels, size = args.batch, 3, args.image_size
-    randomise(model, generator)
+    calibration = torch.randn(8, channels, size, size, generator=generator)
+    randomise(model, generator, calibration)
     state_dict = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
     images = torch.randn(batch, channels, size, size, generator=generator)
