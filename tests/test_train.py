@@ -180,6 +180,11 @@ def test_unreachable_workdir(small_fmnist, tmp_path):
         trainer.train_and_evaluate(tiny_config(small_fmnist), blocker / "sub")
 
 
+def test_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert trainer.prepare_workdir("runs/a") == (tmp_path / "runs" / "a").resolve()
+
+
 def test_config_check_ignores_logging_keys(small_fmnist, tmp_path):
     checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist))
     checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist, log_every_steps=2))

@@ -82,8 +82,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def prepare_workdir(workdir: str | os.PathLike) -> epath.Path:
-    """Creates the workdir, or raises ValueError saying why it cannot be used."""
+    """Creates the workdir (local paths made absolute, as Orbax requires), or raises ValueError
+    saying why it cannot be used."""
     path = epath.Path(workdir)
+    if "://" not in os.fspath(workdir):
+        path = path.resolve()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".rsjax_write_test"
