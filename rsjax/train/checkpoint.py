@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from flax.traverse_util import flatten_dict
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -38,24 +39,13 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, i
     return manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), step
 
 
-def flatten_config(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    items = config.items() if isinstance(config, dict) else config.to_dict().items()
-    for key, value in items:
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return flat
-
-
 def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
     """Writes config.json on a fresh workdir; on an existing one, refuses a different config."""
     path = workdir / CONFIG_FILE
     current = json.loads(config.to_json())
     if path.exists():
-        saved = flatten_config(json.loads(path.read_text()))
-        new = flatten_config(current)
+        saved = flatten_dict(json.loads(path.read_text()), sep=".")
+        new = flatten_dict(current, sep=".")
         differing = sorted(
             k
             for k in set(saved) | set(new)

@@ -202,6 +202,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         round(config.optim.warmup_epochs * steps_per_epoch),
     )
     tx = optim.make_optimizer(config.optim, schedule)
+    init_fn = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
+    abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
+    abstract_variables = {
+        "params": abstract_state.params,
+        "batch_stats": abstract_state.batch_stats,
+    }
 
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {
@@ -215,8 +221,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             "stage_sizes": list(model.blocks_per_stage),
             "width_multiplier": model.width_multiplier,
             "image_resolution": config.data.image_size,
-            "params": profiling.count_params(model, channels),
-            "flops_per_image": profiling.flops_per_image(model, config.data.image_size, channels),
+            "params": profiling.count_params(model, variables=abstract_variables),
+            "flops_per_image": profiling.flops_per_image(
+                model, config.data.image_size, channels, variables=abstract_variables
+            ),
         },
         "train": {
             "steps": total_steps,
@@ -230,8 +238,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         "profile": {"device_kind": jax.devices()[0].device_kind, "num_devices": jax.device_count()},
     }
 
-    init_fn = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
-    abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
     state_shardings = sharding.tree_shardings(abstract_state, mesh, fsdp=config.fsdp)
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
     restored = checkpoint.restore(
