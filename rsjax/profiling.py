@@ -39,7 +39,13 @@ def flops_per_image(
 def xla_flops_per_image(
     model: nn.Module, resolution: int, channels: int = 3, variables: Any = None
 ) -> float:
-    """FLOPs of the forward pass for one image by XLA's cost analysis (lowered, not compiled)."""
+    """FLOPs of the forward pass for one image by XLA's cost analysis (lowered, not compiled).
+
+    Convolutions are lowered as XLA convolutions (`conv_impl="xla"`), whose count skips taps on
+    padding; the matmul form would count them, like `flops_per_image`.
+    """
+    if getattr(model, "conv_impl", "xla") != "xla":
+        model = model.clone(conv_impl="xla")
     variables = variables or abstract_variables(model, channels)
     images = jax.ShapeDtypeStruct((1, resolution, resolution, channels), jnp.float32)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images)

@@ -10,13 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from rsjax.configs import fashion_mnist as fmnist_config
-from rsjax.models import ResNetRS
+from rsjax.models import ResNetRS, abstract_variables
 from rsjax.train.step import train_step
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.
@@ -98,3 +99,33 @@ def jit_train_step(model, tx, learning_rate: float, ema: float, **jit_kwargs):
         ),
         **jit_kwargs,
     )
+
+
+def random_variables(model, channels=3, seed=0):
+    """Variables of the right shapes filled from numpy (avoids compiling the initialisers)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda s: jnp.asarray(rng.uniform(0.5, 1.0, s.shape), s.dtype),
+        abstract_variables(model, channels),
+    )
+
+
+def train_mode_loss_and_grads(model, variables, images):
+    """((mean squared logit, (logits, new batch_stats)), grads) in train mode, jitted."""
+
+    def loss(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return jnp.mean(jnp.square(logits)), (logits, updates["batch_stats"])
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+
+def assert_trees_close(got, want, tolerance):
+    """Leaf by leaf, |got - want| <= tolerance x max |want| of the leaf (fp32 sums reorder)."""
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=tolerance * float(np.abs(w).max()) + 1e-12)

@@ -17,7 +17,12 @@ from rsjax.models import (
 )
 from rsjax.models.layers import StochasticDepth
 from rsjax.profiling import count_params
-from tests.conftest import TINY_KWARGS
+from tests.conftest import (
+    TINY_KWARGS,
+    assert_trees_close,
+    random_variables,
+    train_mode_loss_and_grads,
+)
 
 # timm's trainable parameter counts (1000 classes), which round to the paper's Table 7.
 TIMM_PARAMS = {
@@ -34,28 +39,19 @@ TABLE7_PARAMS_M = {50: 36, 101: 64, 152: 87, 200: 93, 270: 130, 350: 164, 420: 1
 TINY = TINY_KWARGS
 
 
-def random_variables(model, channels=3, seed=0):
-    """Variables of the right shapes filled from numpy (avoids compiling the initialisers)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(
-        lambda s: jnp.asarray(rng.uniform(0.5, 1.0, s.shape), s.dtype),
-        abstract_variables(model, channels),
-    )
-
-
 def apply(model, variables, images, **kwargs):
     """Jitted model.apply (op-by-op execution is far slower on CPU)."""
     return jax.jit(lambda v, x: model.apply(v, x, **kwargs))(variables, images)
 
 
 def conv_dtypes(model, variables, images):
-    """Dtypes of every convolution's input in the traced forward pass."""
+    """Dtypes of every convolution's input (lax conv or matmul form) in the traced forward pass."""
     closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
     found = []
 
     def walk(jaxpr):
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "conv_general_dilated":
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
                 found.append(eqn.invars[0].aval.dtype)
             for value in eqn.params.values():
                 if hasattr(value, "jaxpr"):
@@ -234,6 +230,8 @@ def test_registry():
         (dict(stochastic_depth_rate=1.5), "stochastic_depth_rate"),
         (dict(stem_downsample="maxpool"), "stem_downsample"),
         (dict(num_classes=0), "num_classes"),
+        (dict(stem_stride=4), "stem_stride"),
+        (dict(conv_impl="cudnn"), "conv_impl"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(kwargs, message):
@@ -264,3 +262,33 @@ def test_minimum_image_size_is_usable(tiny_model, tiny_variables):
     assert tiny_model.min_image_size() == 17
     images = jnp.ones((1, 17, 17, 3))
     assert apply(tiny_model, tiny_variables[0], images, train=False).shape == (1, 7)
+
+
+def test_conv_impls_agree_on_the_whole_network():
+    """Matmul-form convs give the XLA path's logits and parameter gradients (fp32)."""
+    images = jax.random.normal(jax.random.key(0), (4, 37, 37, 3))
+    variables = random_variables(ResNetRS(**TINY))
+    (_, (logits_xla, _)), grads_xla = train_mode_loss_and_grads(
+        ResNetRS(**TINY, conv_impl="xla", dropout_rate=0.0), variables, images
+    )
+    (_, (logits_mm, _)), grads_mm = train_mode_loss_and_grads(
+        ResNetRS(**TINY, conv_impl="matmul", dropout_rate=0.0), variables, images
+    )
+    np.testing.assert_allclose(logits_mm, logits_xla, rtol=1e-4, atol=1e-5)
+    assert_trees_close(grads_mm, grads_xla, 1e-4)
+
+
+def test_stem_stride_one_halves_the_output_stride():
+    strided, unstrided = ResNetRS(**TINY), ResNetRS(**TINY, stem_stride=1)
+    assert unstrided.num_downsamplings() == strided.num_downsamplings() - 1
+    assert (strided.min_image_size(), unstrided.min_image_size()) == (17, 9)
+    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+    variables = abstract_variables(unstrided, channels=1)
+    _, state = jax.eval_shape(
+        lambda v, x: unstrided.apply(
+            v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+        ),
+        variables,
+        x,
+    )
+    assert state["intermediates"]["stem"]["__call__"][0].shape[1:3] == (14, 14)

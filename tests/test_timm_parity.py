@@ -15,26 +15,27 @@ import numpy as np
 import pytest
 
 from rsjax.models import ResNetRS, create_model, from_timm_state_dict
+from rsjax.models.conv import CONCRETE_CONV_IMPLS
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "timm_tiny_resnetrs.npz"
 TOLERANCE = 1e-4  # max abs logit difference, fp32 (the issue's bound)
 
 
-def load_reference(path: pathlib.Path) -> tuple[ResNetRS, dict, dict]:
+def load_reference(path: pathlib.Path, conv_impl: str = "auto") -> tuple[ResNetRS, dict, dict]:
     """(rsjax model, timm state dict, arrays) from a reference .npz."""
     ref = np.load(path)
     meta = json.loads(str(ref["meta"]))
     state_dict = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("state_dict/")}
-    kwargs = dict(meta["rsjax"])
+    kwargs = dict(meta["rsjax"], conv_impl=conv_impl)
     name = kwargs.pop("name", None)
     model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
     arrays = {k: ref[k] for k in ("images_nhwc", "logits_eval", "logits_train")}
     return model, state_dict, arrays
 
 
-def max_logit_errors(path: pathlib.Path) -> tuple[float, float]:
+def max_logit_errors(path: pathlib.Path, conv_impl: str = "auto") -> tuple[float, float]:
     """Max abs logit difference to timm in eval mode and in train mode (batch statistics)."""
-    model, state_dict, arrays = load_reference(path)
+    model, state_dict, arrays = load_reference(path, conv_impl)
     variables = from_timm_state_dict(model, state_dict)
     images = arrays["images_nhwc"]
     eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
@@ -48,8 +49,9 @@ def max_logit_errors(path: pathlib.Path) -> tuple[float, float]:
     )
 
 
-def test_golden_fixture_matches_timm():
-    eval_err, train_err = max_logit_errors(FIXTURE)
+@pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
+def test_golden_fixture_matches_timm(conv_impl):
+    eval_err, train_err = max_logit_errors(FIXTURE, conv_impl)
     assert eval_err < TOLERANCE, eval_err
     assert train_err < TOLERANCE, train_err
 
@@ -70,10 +72,11 @@ def _live_references() -> list[pathlib.Path]:
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
 @pytest.mark.parametrize("path", _live_references(), ids=lambda p: p.stem)
-def test_live_timm_parity(path):
-    eval_err, train_err = max_logit_errors(path)
-    print(f"{path.stem}: max |logit diff| eval {eval_err:.2e}, train {train_err:.2e}")
+def test_live_timm_parity(path, conv_impl):
+    eval_err, train_err = max_logit_errors(path, conv_impl)
+    print(f"{path.stem} ({conv_impl}): max |logit diff| eval {eval_err:.2e}, train {train_err:.2e}")
     assert eval_err < TOLERANCE
     assert train_err < TOLERANCE
 

@@ -17,11 +17,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rsjax.configs import fashion_mnist as fmnist_config
+from rsjax.models import ResNetRS
 from rsjax.results import read_result
 from rsjax.train import checkpoint, optim, trainer
 from rsjax.train.state import create_train_state, ema_decay
 from rsjax.train.step import cross_entropy
-from tests.conftest import jit_train_step, small_fmnist_config
+from tests.conftest import TINY_KWARGS, jit_train_step, small_fmnist_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -121,6 +122,35 @@ def test_train_step_learns_a_fixed_batch_and_tracks_ema(tiny_model):
     params, ema = state.params["classifier"]["kernel"], state.ema_params["classifier"]["kernel"]
     assert not np.allclose(params, ema)
     assert not np.allclose(state.ema_batch_stats["stem"]["bn1"]["mean"], 0.0)
+
+
+def test_bfloat16_losses_track_float32():
+    """bf16 activations (fp32 params, loss and BN statistics) follow the fp32 run step by step.
+
+    Tolerance: 2% relative per-step loss over 5 steps (bf16 keeps 8 mantissa bits; the
+    differences compound through the updates).
+    """
+    tx = optax.sgd(0.05, momentum=0.9)
+    batch = {
+        "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
+        "labels": jnp.arange(8) % 7,
+    }
+    losses = {}
+    for name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+        model = ResNetRS(**TINY_KWARGS, dtype=dtype)
+        state = jax.jit(lambda k, m=model: create_train_state(k, m, tx, (32, 32, 3)))(
+            jax.random.key(0)
+        )
+        step = jit_train_step(model, tx, 0.05, 0.99)
+        losses[name] = []
+        for _ in range(5):
+            state, metrics = step(state, batch)
+            assert metrics["loss"].dtype == jnp.float32
+            losses[name].append(float(metrics["loss"]))
+        assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.batch_stats))
+    np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.02)
+    assert losses["fp32"][-1] < losses["fp32"][0]
 
 
 def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path):

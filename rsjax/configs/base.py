@@ -24,6 +24,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.25
     c.model.stochastic_depth_rate = 0.0
     c.model.stem_downsample = "conv"
+    c.model.stem_stride = 2  # 1 for small images (halves the output stride)
+    c.model.conv_impl = "auto"  # "auto": matmul-form convs on CPU, XLA convs elsewhere
+    c.model.scan_blocks = False  # nn.scan over identical blocks: fast compiles for deep nets
+    c.model.remat = "none"  # "full" or "dots": recompute block activations (less memory)
     # The reference keeps BN momentum 0 and evaluates an EMA of the BN statistics (Appendix C);
     # 0.9 + EMA is equivalent up to smoothing and also gives usable raw-weight statistics.
     c.model.bn_momentum = 0.9

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsjax.models.resnet_rs import ResNetRS, abstract_variables
+from rsjax.models.scanned import stack_blocks
 
 # rsjax stem module name -> timm module name.
 _STEM_NAMES = {
@@ -81,7 +82,8 @@ def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict
     """Converts a timm `resnetrs*` state dict into rsjax variables {"params", "batch_stats"}.
 
     Args:
-      model: the rsjax model whose structure the state dict must fill exactly.
+      model: the rsjax model whose structure the state dict must fill exactly (unrolled or
+        `scan_blocks=True`: the result has that model's layout).
       state_dict: timm tensor name -> torch tensor or numpy array
         (e.g. from `safetensors.numpy.load_file`).
 
@@ -89,6 +91,8 @@ def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict
       ValueError: a key missing from or unexpected in the state dict, or a shape mismatch; the
         message names the key.
     """
+    if model.scan_blocks:
+        return stack_blocks(from_timm_state_dict(model.clone(scan_blocks=False), state_dict))
     abstract = abstract_variables(model, channels=_input_channels(state_dict))
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
     used: set[str] = set()

@@ -1,7 +1,7 @@
 """Building blocks of ResNet-RS: convolution, batch norm, squeeze-excitation, stochastic depth.
 
-The convolution lives behind one function (`conv`) so that a block says "3x3, stride 2" and this
-module decides how it is computed.
+The convolution lives behind one function (`conv`) so that a block says "3x3, stride 2";
+`rsjax.models.conv` decides how it is computed.
 """
 
 from typing import Any
@@ -9,6 +9,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from rsjax.models import conv as conv_lib
 
 Dtype = Any
 
@@ -20,31 +22,40 @@ DENSE_INIT = nn.initializers.normal(stddev=0.01)
 BN_EPSILON = 1e-5
 
 
+class Conv(nn.Module):
+    """A bias-free square convolution with symmetric padding (k - 1) // 2.
+
+    [B, H, W, C_in] -> [B, ceil(H / stride), ceil(W / stride), features]. The parameter is
+    "kernel" [k, k, C_in, features], as in `nn.Conv`. Symmetric padding for strided convs matches
+    tensorflow/tpu's `conv2d_fixed_padding` and timm (not TF 'SAME', which pads (0, 1) on even
+    inputs). `impl` picks the computation (`rsjax.models.conv`); all give the same values.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    impl: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32)
+        x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
+        return conv_lib.conv2d(x, kernel, self.stride, self.impl)
+
+
 def conv(
     features: int,
     kernel_size: int,
     stride: int = 1,
     *,
+    impl: str = "auto",
     dtype: Dtype = jnp.float32,
     name: str | None = None,
-) -> nn.Conv:
-    """A bias-free square convolution with explicit symmetric padding (k - 1) // 2.
-
-    Symmetric padding for strided convs matches tensorflow/tpu's `conv2d_fixed_padding` and timm
-    (not TF 'SAME', which pads (0, 1) on even inputs). Kernel layout: [k, k, C_in, C_out].
-    """
-    pad = (kernel_size - 1) // 2
-    return nn.Conv(
-        features,
-        (kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        use_bias=False,
-        kernel_init=CONV_INIT,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+) -> Conv:
+    """`Conv(features, kernel_size, stride)`: how a block says "conv 3x3, stride 2"."""
+    return Conv(features, kernel_size, stride, impl=impl, dtype=dtype, name=name)
 
 
 def batch_norm(

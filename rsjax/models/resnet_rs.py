@@ -10,6 +10,7 @@ Images are expected already normalised (for ImageNet: mean/std per channel), as 
 any number of channels C.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rsjax.models import layers
+from rsjax.models.conv import CONV_IMPLS
 from rsjax.models.layouts import resolve_stage_sizes
 
 Dtype = Any
@@ -46,23 +48,29 @@ class Stem(nn.Module):
 
     `downsample="conv"` adds the released models' stride-2 3x3 conv + BN + ReLU where ResNet had a
     max-pool (output stride 4); `"none"` omits it (output stride 2, the paper text's variant).
+    `stride` is the first conv's stride: 2 in every released model, 1 for small images
+    (CIFAR-style, e.g. 28 px Fashion-MNIST), which halves the output stride.
     """
 
     width_multiplier: float
     downsample: str
     bn_momentum: float
+    stride: int = 2
     bn_group_size: int = 0
+    conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         widths = [scale_filters(f, self.width_multiplier) for f in STEM_FILTERS]
-        strides = [2, 1, 1]
+        strides = [self.stride, 1, 1]
         if self.downsample == "conv":
             widths.append(widths[-1])
             strides.append(2)
         for i, (width, stride) in enumerate(zip(widths, strides, strict=True), start=1):
-            x = layers.conv(width, 3, stride, dtype=self.dtype, name=f"conv{i}")(x)
+            x = layers.conv(
+                width, 3, stride, impl=self.conv_impl, dtype=self.dtype, name=f"conv{i}"
+            )(x)
             x = layers.batch_norm(
                 train,
                 momentum=self.bn_momentum,
@@ -90,11 +98,17 @@ class BottleneckBlock(nn.Module):
     drop_rate: float
     bn_momentum: float
     bn_group_size: int = 0
+    conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out_features = 4 * self.filters
+
+        def conv(features: int, kernel_size: int, name: str, stride: int = 1) -> layers.Conv:
+            return layers.conv(
+                features, kernel_size, stride, impl=self.conv_impl, dtype=self.dtype, name=name
+            )
 
         def bn(name: str, zero_init: bool = False) -> nn.BatchNorm:
             return layers.batch_norm(
@@ -116,16 +130,14 @@ class BottleneckBlock(nn.Module):
                     padding="SAME",
                     count_include_pad=False,
                 )
-            shortcut = layers.conv(out_features, 1, dtype=self.dtype, name="shortcut_conv")(
-                shortcut
-            )
+            shortcut = conv(out_features, 1, "shortcut_conv")(shortcut)
             shortcut = bn("shortcut_bn")(shortcut)
 
-        y = layers.conv(self.filters, 1, dtype=self.dtype, name="conv1")(x)
+        y = conv(self.filters, 1, "conv1")(x)
         y = nn.relu(bn("bn1")(y))
-        y = layers.conv(self.filters, 3, self.stride, dtype=self.dtype, name="conv2")(y)
+        y = conv(self.filters, 3, "conv2", self.stride)(y)
         y = nn.relu(bn("bn2")(y))
-        y = layers.conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
+        y = conv(out_features, 1, "conv3")(y)
         y = bn("bn3", zero_init=True)(y)
         if self.se_ratio is not None:
             reduced = max(1, int(out_features * self.se_ratio))
@@ -134,6 +146,22 @@ class BottleneckBlock(nn.Module):
             y, deterministic=not train
         )
         return nn.relu(y + shortcut)
+
+
+# remat policy name -> what a checkpointed block saves for the backward pass (None: no remat).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(policy: str) -> type[BottleneckBlock]:
+    """BottleneckBlock, or its `nn.remat` version with `policy` (see REMAT_POLICIES)."""
+    if REMAT_POLICIES[policy] is None:
+        return BottleneckBlock
+    # static_argnums counts self: `train` (argument 2) selects the BN mode at trace time.
+    return nn.remat(BottleneckBlock, policy=REMAT_POLICIES[policy], static_argnums=(2,))
 
 
 class ResNetRS(nn.Module):
@@ -150,9 +178,18 @@ class ResNetRS(nn.Module):
       stage_sizes: blocks per stage, overriding the depth's layout (any number of stages).
       stem_downsample: "conv" (released checkpoints) or "none" (paper text: c2's first block
         downsamples instead).
+      stem_stride: stride of the stem's first conv: 2 (every released model) or 1 (small images
+        such as 28 px Fashion-MNIST; halves the output stride, 4x the activations).
       bn_momentum: BatchNorm running-average momentum (running = m * running + (1 - m) * batch).
       bn_group_size: 0 for training statistics over the global batch; N > 0 for statistics per
         group of N consecutive examples (the batch must be a multiple of N).
+      conv_impl: how convolutions are computed: "auto" (matmul form on CPU, XLA's convolution
+        elsewhere), "xla" or "matmul" (`rsjax.models.conv`); the values do not depend on it.
+      scan_blocks: run blocks 1..n-1 of each stage (identical shapes) with `nn.scan`: one traced
+        body per stage, so deep nets compile fast. Their variables are stacked under
+        "c{stage}_blocks" (`rsjax.models.scanned` converts to and from the unrolled layout).
+      remat: rematerialise each block in the backward pass (`jax.checkpoint`): "none", "full"
+        (keep only block inputs) or "dots" (also keep matmul outputs). Same values, less memory.
       dtype: computation dtype (parameters stay float32; logits are returned as float32).
 
     Call: `model.apply(variables, images, train=False)` with images `[B, H, W, C]` returns logits
@@ -168,8 +205,12 @@ class ResNetRS(nn.Module):
     stochastic_depth_rate: float = 0.0
     stage_sizes: Sequence[int] | None = None
     stem_downsample: str = "conv"
+    stem_stride: int = 2
     bn_momentum: float = 0.9
     bn_group_size: int = 0
+    conv_impl: str = "auto"
+    scan_blocks: bool = False
+    remat: str = "none"
     dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
@@ -197,6 +238,12 @@ class ResNetRS(nn.Module):
                 f"stem_downsample must be one of {STEM_DOWNSAMPLE_MODES}, "
                 f"got {self.stem_downsample!r}."
             )
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}.")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}.")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}.")
 
     @property
     def blocks_per_stage(self) -> tuple[int, ...]:
@@ -209,7 +256,7 @@ class ResNetRS(nn.Module):
 
     def num_downsamplings(self) -> int:
         """Number of stride-2 layers between the image and the last stage (5 for ResNet-RS)."""
-        stem = 1 + (self.stem_downsample == "conv")
+        stem = (self.stem_stride == 2) + (self.stem_downsample == "conv")
         return stem + sum(stride == 2 for stride in self.stage_strides())
 
     def min_image_size(self) -> int:
@@ -240,28 +287,44 @@ class ResNetRS(nn.Module):
             self.width_multiplier,
             self.stem_downsample,
             self.bn_momentum,
-            self.bn_group_size,
-            self.dtype,
+            stride=self.stem_stride,
+            bn_group_size=self.bn_group_size,
+            conv_impl=self.conv_impl,
+            dtype=self.dtype,
             name="stem",
         )(x, train)
         sizes = self.blocks_per_stage
         drop_rates = stage_drop_rates(self.stochastic_depth_rate, len(sizes))
+        block_cls = remat_block(self.remat)
         for stage, (num_blocks, stride, drop_rate) in enumerate(
             zip(sizes, self.stage_strides(), drop_rates, strict=True)
         ):
-            filters = scale_filters(BASE_STAGE_FILTERS * 2**stage, self.width_multiplier)
-            for block in range(num_blocks):
-                x = BottleneckBlock(
-                    filters=filters,
-                    stride=stride if block == 0 else 1,
-                    projection=block == 0,
-                    se_ratio=self.se_ratio,
-                    drop_rate=drop_rate,
-                    bn_momentum=self.bn_momentum,
-                    bn_group_size=self.bn_group_size,
-                    dtype=self.dtype,
-                    name=f"c{stage + 2}_block{block}",
-                )(x, train)
+            block = functools.partial(
+                block_cls,
+                filters=scale_filters(BASE_STAGE_FILTERS * 2**stage, self.width_multiplier),
+                se_ratio=self.se_ratio,
+                drop_rate=drop_rate,
+                bn_momentum=self.bn_momentum,
+                bn_group_size=self.bn_group_size,
+                conv_impl=self.conv_impl,
+                dtype=self.dtype,
+            )
+            x = block(stride=stride, projection=True, name=f"c{stage + 2}_block0")(x, train)
+            repeats = num_blocks - 1
+            if self.scan_blocks and repeats > 1:
+                # The identical blocks 1..n-1 as one scanned body: params and batch_stats
+                # stacked on a leading axis, a fresh dropout key per block.
+                repeated = block(stride=1, projection=False, name=f"c{stage + 2}_blocks")
+                x, _ = nn.scan(
+                    lambda module, carry, _: (module(carry, train), None),
+                    variable_axes={"params": 0, "batch_stats": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    length=repeats,
+                )(repeated, x, None)
+            else:
+                for index in range(1, num_blocks):
+                    name = f"c{stage + 2}_block{index}"
+                    x = block(stride=1, projection=False, name=name)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, name="head_dropout")(x, deterministic=not train)
         logits = nn.Dense(

@@ -16,7 +16,14 @@ from flax.traverse_util import flatten_dict
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_KEYS = frozenset(
-    {"log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "progress", "data.threads"}
+    {
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "progress",
+        "data.threads",
+        "model.remat",  # recomputes the same values; the state is unchanged
+    }
 )
 
 

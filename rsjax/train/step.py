@@ -66,7 +66,7 @@ def train_step(
         "loss": loss,
         "top1": jnp.mean(jnp.argmax(logits, -1) == batch["labels"]),
         "learning_rate": schedule(state.step),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     return new_state, metrics
 

@@ -1,0 +1,144 @@
+"""Shared by the benchmark scripts: timing statistics, JSON lines, the matmul peak, the rsjax step.
+
+Every script prints one JSON object per measurement; spreads are over repeated runs after warmup.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rsjax.models import ResNetRS, create_model
+from rsjax.train import latency, sharding
+
+
+def emit(record: dict) -> None:
+    """Prints one measurement as a JSON line."""
+    print(json.dumps(record), flush=True)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """{"median", "min", "max"} of a list of numbers."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def rate(items: int, seconds: list[float]) -> dict[str, float]:
+    """Items per second from a list of per-call times (median, min, max over calls)."""
+    return spread([items / s for s in seconds])
+
+
+def time_calls(fn: Callable[[], Any], calls: int) -> list[float]:
+    """Wall-clock seconds of `calls` calls of fn (which must block until its result is ready)."""
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def matmul_peak_gflops(size: int = 2048, calls: int = 5) -> dict[str, float]:
+    """fp32 GFLOP/s of a jitted size x size matmul (median, min, max)."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    matmul(a, a).block_until_ready()
+    seconds = time_calls(lambda: matmul(a, a).block_until_ready(), calls)
+    return spread([2 * size**3 / s / 1e9 for s in seconds])
+
+
+def cpu_threads() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def build_model(name: str, **overrides: Any) -> ResNetRS:
+    """A registry preset with overrides (dropout off: the timm side runs without it too)."""
+    return create_model(name, **{"dropout_rate": 0.0, **overrides})
+
+
+def _default_optim() -> ml_collections.ConfigDict:
+    """The paper's optimiser settings (Nesterov momentum 0.9, weight decay 4e-5)."""
+    return ml_collections.ConfigDict(dict(weight_decay=4e-5, momentum=0.9, nesterov=True))
+
+
+def lower_train_step(
+    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+) -> jax.stages.Lowered:
+    """The real train step lowered for abstract inputs (nothing is allocated or initialised)."""
+    image_shape = (resolution, resolution, channels)
+    init, step, _ = latency.jit_train_step(model, _default_optim(), image_shape, single_mesh())
+    data = {
+        "images": jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32),
+        "labels": jax.ShapeDtypeStruct((batch,), jnp.int32),
+    }
+    return step.lower(jax.eval_shape(init, jax.random.key(0)), data)
+
+
+def make_train_step(
+    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(init, step) closures around the real rsjax train step on a fixed random batch.
+
+    `init()` builds the state and compiles; `step()` runs one step and blocks. The step is
+    `rsjax.train.step.train_step` (loss with label smoothing, gradients, SGD + weight decay, EMA).
+    """
+    image_shape = (resolution, resolution, channels)
+    init_fn, step_fn, _ = latency.jit_train_step(
+        model, _default_optim(), image_shape, single_mesh()
+    )
+    rng = np.random.default_rng(0)
+    data = {
+        "images": jnp.asarray(rng.standard_normal((batch, *image_shape)), jnp.float32),
+        "labels": jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32),
+    }
+    holder: dict[str, Any] = {}
+
+    def init() -> None:
+        state, metrics = step_fn(init_fn(jax.random.key(0)), data)
+        jax.block_until_ready(metrics)
+        holder["state"] = state
+
+    def step() -> None:
+        holder["state"], metrics = step_fn(holder["state"], data)
+        jax.block_until_ready(metrics)
+
+    return init, step
+
+
+def single_mesh() -> jax.sharding.Mesh:
+    """A 1 x 1 (data, model) mesh on the first device: what a benchmark measures."""
+    return sharding.make_mesh(1, 1)
+
+
+def make_inference(model: ResNetRS, batch: int, resolution: int) -> Callable[[], None]:
+    """A blocking closure running the jitted eval-mode forward pass on a fixed batch."""
+    variables = jax.jit(
+        lambda key: model.init(key, jnp.zeros((1, resolution, resolution, 3)), train=False)
+    )(jax.random.key(0))
+    images = jnp.asarray(
+        np.random.default_rng(1).standard_normal((batch, resolution, resolution, 3)), jnp.float32
+    )
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+    def infer() -> None:
+        forward(variables, images).block_until_ready()
+
+    infer()
+    return infer
+
+
+def log(message: str) -> None:
+    """Progress to stderr (stdout carries only JSON lines)."""
+    print(message, file=sys.stderr, flush=True)

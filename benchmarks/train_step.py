@@ -1,0 +1,166 @@
+"""rsjax's ResNet-RS train step and inference against timm's, alternating in one run.
+
+Measures, per round and in turn: the real rsjax train step (`rsjax.train.step.train_step`: loss,
+gradients, SGD + weight decay, EMA) for each convolution implementation, rsjax inference, and
+timm's train step (forward, backward, SGD) and inference with the same batch, resolution and
+threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`). Prints
+one JSON line per measurement (images/s median, min, max over the rounds; achieved GFLOP/s with
+train = 3 x forward 2xMACs; fraction of the measured matmul peak) and a summary of ratios.
+
+Examples:
+  .venv/bin/python benchmarks/train_step.py                       # RS-50, bs16, 160 px
+  .venv/bin/python benchmarks/train_step.py --conv_impls=matmul,xla --repeats=7
+  .venv/bin/python benchmarks/train_step.py --timm_python=          # rsjax only
+Run it alone: on 2 cores anything else running skews every number.
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+from common import (
+    build_model,
+    cpu_threads,
+    emit,
+    log,
+    make_inference,
+    make_train_step,
+    matmul_peak_gflops,
+    rate,
+    time_calls,
+)
+
+from rsjax.profiling import flops_per_image
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+class TimmWorker:
+    """timm in the reference venv, one JSON request per line."""
+
+    def __init__(self, python: str, **setup: object) -> None:
+        self.process = subprocess.Popen(
+            [python, str(REPO / "benchmarks" / "timm_worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.versions = self.request(op="setup", **setup)
+
+    def request(self, **message: object) -> dict:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the timm worker exited; run `make .venv-ref/.installed` first")
+        return json.loads(line)
+
+    def seconds(self, op: str) -> float:
+        return self.request(op=op, steps=1)["seconds"][0]
+
+    def close(self) -> None:
+        self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="resnetrs50", help="rsjax preset and timm model name")
+    parser.add_argument("--batch", type=int, default=16, help="train batch")
+    parser.add_argument("--infer_batch", type=int, default=32, help="inference batch")
+    parser.add_argument("--resolution", type=int, default=160, help="image side in pixels")
+    parser.add_argument("--repeats", type=int, default=5, help="measured rounds (>= 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
+    parser.add_argument(
+        "--conv_impls", default="matmul,xla", help="rsjax convolution implementations to time"
+    )
+    parser.add_argument(
+        "--timm_python",
+        default=str(REPO / ".venv-ref" / "bin" / "python"),
+        help="python of the torch + timm venv; empty to skip timm",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.batch < 1 or args.infer_batch < 1:
+        parser.error("--repeats, --batch and --infer_batch must be >= 1")
+    if args.timm_python and not pathlib.Path(args.timm_python).exists():
+        parser.error(f"{args.timm_python} does not exist: run `make .venv-ref/.installed`")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    threads = cpu_threads()
+    common = dict(batch=args.batch, resolution=args.resolution, threads=threads)
+    emit({"kind": "matmul_peak", "gflops": matmul_peak_gflops(), "threads": threads})
+    peak = matmul_peak_gflops()["median"]
+
+    forward_flops = flops_per_image(build_model(args.model), args.resolution)
+    contenders = {}  # name -> {"train": fn, "infer": fn}; each call measures one step in seconds
+    for impl in [i for i in args.conv_impls.split(",") if i]:
+        model = build_model(args.model, conv_impl=impl)
+        init, step = make_train_step(model, args.batch, args.resolution)
+        start = time.perf_counter()
+        init()
+        log(f"rsjax[{impl}]: state + first step {time.perf_counter() - start:.1f} s")
+        infer = make_inference(model, args.infer_batch, args.resolution)
+        contenders[f"rsjax[{impl}]"] = {
+            "train": lambda fn=step: time_calls(fn, 1)[0],
+            "infer": lambda fn=infer: time_calls(fn, 1)[0],
+        }
+    worker = None
+    if args.timm_python:
+        worker = TimmWorker(
+            args.timm_python, model=args.model, infer_batch=args.infer_batch, **common
+        )
+        contenders["timm"] = {  # timed inside the worker, without the pipe
+            "train": lambda: worker.seconds("train"),
+            "infer": lambda: worker.seconds("infer"),
+        }
+
+    seconds = {(name, kind): [] for name in contenders for kind in ("train", "infer")}
+    for round_index in range(args.warmup + args.repeats):
+        for name, fns in contenders.items():
+            for kind, fn in fns.items():
+                measured = fn()
+                if round_index >= args.warmup:
+                    seconds[name, kind].append(measured)
+        log(f"round {round_index + 1}/{args.warmup + args.repeats} done")
+    if worker:
+        worker.close()
+
+    summary = {}
+    for (name, kind), times in seconds.items():
+        batch = args.batch if kind == "train" else args.infer_batch
+        images_per_s = rate(batch, times)
+        flops = (3 if kind == "train" else 1) * forward_flops
+        gflops = images_per_s["median"] * flops / 1e9
+        emit(
+            {
+                "kind": kind,
+                "name": name,
+                "model": args.model,
+                "batch": batch,
+                "resolution": args.resolution,
+                "images_per_s": images_per_s,
+                "gflops": gflops,
+                "peak_fraction": gflops / peak,
+                "versions": worker.versions if (worker and name == "timm") else None,
+            }
+        )
+        summary[name, kind] = images_per_s["median"]
+    ratios = {
+        f"{name}/timm {kind}": value / summary["timm", kind]
+        for (name, kind), value in summary.items()
+        if name != "timm" and ("timm", kind) in summary
+    }
+    emit({"kind": "summary", "matmul_peak_gflops": peak, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,83 @@
+"""Square, bias-free 2-D convolutions, computed the way the backend runs fastest.
+
+Every implementation takes the same arguments and gives the same values (up to fp32 rounding):
+
+  x: [B, H, W, C_in], kernel: [k, k, C_in, C_out], stride s, symmetric padding (k - 1) // 2
+  -> [B, ceil(H / s), ceil(W / s), C_out] for odd k.
+
+Implementations:
+  "xla":    `lax.conv_general_dilated` (what TPU and GPU are built for).
+  "matmul": 1x1 as a channel contraction (einsum); k x k as im2col (k^2 shifted, strided slices
+            concatenated on channels) followed by one matmul. Autodiff then computes the weight
+            gradient as patches^T @ dy from the saved patches, and the input gradient as col2im
+            (the transposed slices summed into the padded input). XLA:CPU's own weight-gradient
+            convolutions are several times slower than these matmuls (issue 6 measurements).
+  "auto":   "matmul" on CPU, "xla" on every other backend.
+"""
+
+import jax
+import jax.numpy as jnp
+
+CONCRETE_CONV_IMPLS = ("xla", "matmul")
+CONV_IMPLS = ("auto", *CONCRETE_CONV_IMPLS)
+
+
+def resolve_impl(impl: str) -> str:
+    """The concrete implementation ("xla" or "matmul") that `impl` means on the default backend."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}.")
+    if impl == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def conv2d_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """The plain XLA convolution (NHWC, HWIO), symmetric padding (k - 1) // 2."""
+    pad = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def im2col(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
+    """Patches of a k x k, stride-s convolution: [B, H, W, C] -> [B, H', W', k * k * C].
+
+    The channel axis is ordered (row, column, channel), matching kernel.reshape(k * k * C, -1).
+    """
+    pad = (kernel_size - 1) // 2
+    height, width = x.shape[1:3]
+    out_h = (height + 2 * pad - kernel_size) // stride + 1
+    out_w = (width + 2 * pad - kernel_size) // stride + 1
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    taps = [
+        padded[:, i : i + span_h : stride, j : j + span_w : stride]
+        for i in range(kernel_size)
+        for j in range(kernel_size)
+    ]
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def conv2d_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """The same convolution as `conv2d_xla`, as channel contractions (see the module doc)."""
+    kernel_size, _, in_features, out_features = kernel.shape
+    if kernel_size == 1:
+        return jnp.einsum("bhwc,cd->bhwd", x[:, ::stride, ::stride], kernel[0, 0])
+    patches = im2col(x, kernel_size, stride)
+    weights = kernel.reshape(kernel_size * kernel_size * in_features, out_features)
+    return jnp.einsum("bhwk,kd->bhwd", patches, weights)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str = "auto") -> jax.Array:
+    """x [B, H, W, C_in] * kernel [k, k, C_in, C_out] (odd k) -> [B, H', W', C_out]."""
+    if kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        raise ValueError(f"kernel must be square with an odd size, got shape {kernel.shape}.")
+    if x.shape[-1] != kernel.shape[2]:
+        raise ValueError(f"input has {x.shape[-1]} channels, kernel expects {kernel.shape[2]}.")
+    if resolve_impl(impl) == "matmul":
+        return conv2d_matmul(x, kernel, stride)
+    return conv2d_xla(x, kernel, stride)

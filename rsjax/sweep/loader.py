@@ -1,0 +1,66 @@
+"""Loads a sweep file (`get_sweep() -> list[Run]`) and validates every run before any launches."""
+
+import collections
+import dataclasses
+import importlib.util
+import pathlib
+from collections.abc import Sequence
+
+from rsjax.sweep.grid import Run, build_config
+
+
+def _import(path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(f"rsjax_sweep_file_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"Cannot import sweep file {path} (want a .py file).")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _duplicates(values: Sequence[str]) -> list[str]:
+    return sorted(v for v, n in collections.Counter(values).items() if n > 1)
+
+
+def validate(runs: Sequence[Run], source: str = "sweep") -> None:
+    """Raises ValueError/TypeError for an empty grid, a non-Run entry, duplicate names or run ids,
+    or an override that does not apply to its base config (naming the run and the key)."""
+    if not isinstance(runs, list | tuple):
+        raise TypeError(f"{source}: get_sweep() must return a list of Run, got {type(runs)}.")
+    if not runs:
+        raise ValueError(f"{source}: the sweep is empty (get_sweep() returned no runs).")
+    for i, run in enumerate(runs):
+        if not isinstance(run, Run):
+            raise TypeError(f"{source}: entry {i} is a {type(run).__name__}, not a Run.")
+    if names := _duplicates([run.name for run in runs]):
+        raise ValueError(f"{source}: duplicate run names: {', '.join(names)}.")
+    if ids := _duplicates([run.run_id for run in runs]):
+        clashes = [
+            f"{run_id} ({', '.join(r.name for r in runs if r.run_id == run_id)})" for run_id in ids
+        ]
+        raise ValueError(f"{source}: runs with identical configs (run ids): {'; '.join(clashes)}.")
+    for run in runs:
+        try:
+            build_config(run)
+        except ValueError as e:
+            raise ValueError(f"{source}: run {run.name!r}: {e}") from None
+
+
+def load_sweep(path: str | pathlib.Path) -> list[Run]:
+    """The validated runs of the sweep file at `path`; runs without a sweep name get the file's
+    stem ("sweeps/paper_fig3.py" -> "paper_fig3")."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No sweep file {path}.")
+    module = _import(path)
+    get_sweep = getattr(module, "get_sweep", None)
+    if not callable(get_sweep):
+        raise ValueError(f"Sweep file {path} defines no get_sweep() function.")
+    runs = get_sweep()
+    if isinstance(runs, list | tuple):
+        runs = [
+            dataclasses.replace(r, sweep=path.stem) if isinstance(r, Run) and not r.sweep else r
+            for r in runs
+        ]
+    validate(runs, source=str(path))
+    return list(runs)

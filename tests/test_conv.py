@@ -1,0 +1,103 @@
+"""Every convolution fast path against the plain XLA convolution: values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsjax.models import conv as conv_lib
+from rsjax.models.conv import CONV_IMPLS, conv2d, conv2d_matmul, conv2d_xla
+
+# fp32: both paths sum the same k*k*C_in products in different orders.
+RTOL = 1e-5
+ATOL = 1e-5
+
+SHAPES = [
+    # (batch, height, width, c_in, c_out, kernel, stride)
+    (2, 8, 8, 4, 6, 1, 1),
+    (2, 9, 7, 4, 6, 1, 2),
+    (2, 8, 8, 5, 3, 3, 1),
+    (2, 8, 8, 5, 3, 3, 2),
+    (3, 9, 11, 3, 8, 3, 2),  # odd sizes: ceil(H / 2) outputs
+    (1, 7, 7, 2, 4, 5, 1),
+    (1, 10, 10, 2, 4, 5, 2),
+]
+
+
+def _inputs(shape):
+    batch, height, width, c_in, c_out, k, _ = shape
+    kx, kk = jax.random.split(jax.random.key(sum(shape)))
+    x = jax.random.normal(kx, (batch, height, width, c_in), jnp.float32)
+    kernel = jax.random.normal(kk, (k, k, c_in, c_out), jnp.float32) / np.sqrt(k * k * c_in)
+    return x, kernel
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matmul_matches_xla_values(shape):
+    x, kernel = _inputs(shape)
+    stride = shape[-1]
+    want = conv2d_xla(x, kernel, stride)
+    got = conv2d_matmul(x, kernel, stride)
+    assert (
+        got.shape
+        == want.shape
+        == (x.shape[0], -(-x.shape[1] // stride), -(-x.shape[2] // stride), kernel.shape[-1])
+    )
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matmul_matches_xla_gradients(shape):
+    x, kernel = _inputs(shape)
+    stride = shape[-1]
+    cotangent = jax.random.normal(jax.random.key(1), conv2d_xla(x, kernel, stride).shape)
+
+    def grads(fn):
+        return jax.grad(lambda x, k: jnp.sum(fn(x, k, stride) * cotangent), argnums=(0, 1))(
+            x, kernel
+        )
+
+    (dx_want, dk_want), (dx_got, dk_got) = grads(conv2d_xla), grads(conv2d_matmul)
+    np.testing.assert_allclose(dx_got, dx_want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(dk_got, dk_want, rtol=RTOL, atol=1e-4)
+
+
+def test_matmul_is_not_trivially_equal():
+    """The comparison can fail: a transposed kernel gives different values."""
+    x, kernel = _inputs((2, 8, 8, 5, 5, 3, 1))
+    wrong = conv2d_matmul(x, jnp.transpose(kernel, (1, 0, 2, 3)), 1)
+    assert np.abs(np.asarray(wrong) - np.asarray(conv2d_xla(x, kernel, 1))).max() > 1e-2
+
+
+def test_bfloat16_matmul_close_to_fp32():
+    x, kernel = _inputs((2, 8, 8, 16, 8, 3, 2))
+    want = conv2d_xla(x, kernel, 2)
+    got = conv2d_matmul(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 2)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0.05, atol=0.05)
+
+
+def test_auto_is_matmul_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert conv_lib.resolve_impl("auto") == "matmul"
+    assert conv_lib.resolve_impl("xla") == "xla"
+
+
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_conv2d_dispatch(impl):
+    x, kernel = _inputs((1, 6, 6, 2, 3, 3, 1))
+    np.testing.assert_allclose(conv2d(x, kernel, 1, impl), conv2d_xla(x, kernel, 1), atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("kernel_shape", "impl", "match"),
+    [
+        ((3, 3, 2, 4), "cudnn", "impl must be one of"),
+        ((2, 2, 2, 4), "auto", "odd size"),
+        ((3, 1, 2, 4), "auto", "square"),
+        ((3, 3, 5, 4), "auto", "channels"),
+    ],
+)
+def test_conv2d_rejects_bad_arguments(kernel_shape, impl, match):
+    with pytest.raises(ValueError, match=match):
+        conv2d(jnp.zeros((1, 6, 6, 2)), jnp.zeros(kernel_shape), 1, impl)
