@@ -5,6 +5,10 @@ Examples:
   rsjax models --widths --xla       # also width-scaled presets, and XLA's FLOP count
   rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
   rsjax train --help                # training flags and more examples
+  rsjax profile --config imagenet:resnetrs50_i160        # Appendix H latency, memory, FLOPs
+  rsjax sweep plan sweeps/paper_fig3.py                  # a study's runs as a table
+  rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local
+  rsjax sweep status runs/fig3
 """
 
 import argparse
@@ -137,7 +141,112 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train", help="train and evaluate one run (see rsjax train --help)", add_help=False
     )
+    _add_profile_parser(sub)
+    _add_sweep_parsers(sub)
     return parser
+
+
+def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="training-step latency, memory, FLOPs and params of a config (Appendix H)",
+        description="Time the real train step of a config on random data (median over --steps "
+        "after --warmup), starting at --batch_per_device per data-axis device and halving on "
+        "out-of-memory, normalised to the starting batch; also compiled peak memory, FLOPs per "
+        "image and parameters. Prints JSON; --workdir also writes result.json (status "
+        "profiled).\n\nExamples:\n  rsjax profile --config imagenet:resnetrs50_i160\n"
+        "  rsjax profile --config fashion_mnist --batch_per_device 256 --steps 20\n"
+        "  rsjax profile --config imagenet:resnetrs50_i160 --set model.depth=101 "
+        "--set data.image_size=192",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="bundled config[:preset], e.g. fashion_mnist")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value (JSON value or string); repeatable",
+    )  # fmt: skip
+    p.add_argument("--batch_per_device", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--workdir", help="also write WORKDIR/result.json with the profile")
+    p.set_defaults(func=_profile)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from rsjax.sweep.grid import apply_overrides, load_base
+    from rsjax.train import profile_run
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}.")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    config = apply_overrides(load_base(args.config), overrides)
+    record = profile_run(
+        config,
+        args.workdir,
+        batch_per_device=args.batch_per_device,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    print(json.dumps({"model": record["model"], "profile": record["profile"]}, indent=2))
+    return 0
+
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    from rsjax.sweep import commands
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="plan, launch and follow a study's grid of runs",
+        description="Sweeps are Python files with get_sweep() -> list[Run] (see sweeps/).\n\n"
+        "Examples:\n  rsjax sweep plan sweeps/paper_fig3.py\n"
+        "  rsjax sweep plan sweeps/paper_table7.py --jsonl\n"
+        "  rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local\n"
+        "  rsjax sweep launch sweeps/paper_fig3.py --workdir gs://B/fig3 --launcher tpu-vm \\\n"
+        "      --project P --zone us-central2-b --accelerator_type v4-32 --spot --dry_run\n"
+        "  rsjax sweep status runs/fig3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+
+    plan = actions.add_parser("plan", help="print the runs of a sweep file")
+    plan.add_argument("sweep_file")
+    plan.add_argument("--jsonl", action="store_true", help="one JSON object per run")
+    plan.add_argument("--only", help="runs whose name matches this glob")
+    plan.set_defaults(func=commands.plan)
+
+    launch = actions.add_parser(
+        "launch",
+        help="run every run that is not complete (relaunch-safe)",
+        description="Run a sweep. A relaunch skips complete runs, resumes partial ones from "
+        "their checkpoints and never trains a run that another launcher holds.",
+    )
+    launch.add_argument("sweep_file")
+    launch.add_argument("--workdir", required=True, help="one subdirectory per run")
+    launch.add_argument("--launcher", choices=("local", "tpu-vm"), default="local")
+    launch.add_argument("--parallel", type=int, default=1, help="local: runs at once")
+    launch.add_argument("--only", help="runs whose name matches this glob")
+    launch.add_argument("--profile_only", action="store_true", help="profile, do not train")
+    tpu = launch.add_argument_group("tpu-vm launcher")
+    tpu.add_argument("--project")
+    tpu.add_argument("--zone")
+    tpu.add_argument("--accelerator_type", help="e.g. v4-32")
+    tpu.add_argument("--runtime_version", default="tpu-ubuntu2204-base")
+    tpu.add_argument("--spot", action="store_true")
+    tpu.add_argument("--install", default="rsjax", help="pip requirement installing rsjax")
+    tpu.add_argument("--create_retries", type=int, default=2)
+    tpu.add_argument("--dry_run", action="store_true", help="print the gcloud commands only")
+    launch.set_defaults(func=commands.launch)
+
+    status = actions.add_parser("status", help="complete / running / failed / pending runs")
+    status.add_argument("workdir")
+    status.add_argument("--all", action="store_true", help="list every run, not only problems")
+    status.set_defaults(func=commands.status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"rsjax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -43,6 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.train_examples = 0  # split sizes; 0 reads them from the tfds metadata
     c.data.eval_examples = 0
     c.data.num_classes = 1000
+    c.data.channels = 3  # image channels (checked against the dataset; used by `rsjax profile`)
     c.data.image_size = 160
     c.data.area_range = (0.08, 1.0)
     c.data.flip = True

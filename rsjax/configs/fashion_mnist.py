@@ -27,6 +27,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.name = "fashion_mnist"
     c.data.eval_split = "test"
     c.data.num_classes = 10
+    c.data.channels = 1
     # Upsampled: ResNet-RS downsamples 4x in the stem, which leaves a 28 px image 7x7 features.
     c.data.image_size = 40
     c.data.area_range = (0.64, 1.0)  # 0.08 of a small image leaves too little to classify

@@ -52,7 +52,7 @@ def write_result(workdir: str | os.PathLike, record: dict) -> epath.Path:
     path = workdir / RESULT_FILE
     tmp = workdir / f".{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=_jsonable))
-    tmp.rename(path)
+    tmp.replace(path)  # overwrites: a rerun or a sweep worker rewrites the record
     return path
 
 

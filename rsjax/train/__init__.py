@@ -12,3 +12,12 @@ def train_and_evaluate(config, workdir):
 
 
 train_and_evaluate.__doc__ = "See `rsjax.train.trainer.train_and_evaluate`."
+
+
+def profile_run(config, workdir=None, **kwargs):
+    from rsjax.train.profile_run import profile_run as _impl
+
+    return _impl(config, workdir, **kwargs)
+
+
+profile_run.__doc__ = "See `rsjax.train.profile_run.profile_run`."

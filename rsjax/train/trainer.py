@@ -23,7 +23,7 @@ from etils import epath
 
 import rsjax
 from rsjax import profiling
-from rsjax.models import ResNetRS
+from rsjax.models import ResNetRS, abstract_variables
 from rsjax.results import write_result
 from rsjax.train import checkpoint, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
@@ -153,7 +153,7 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import flax
     import optax
 
@@ -162,6 +162,46 @@ def _versions() -> dict[str, str]:
         "jax": jax.__version__,
         "flax": flax.__version__,
         "optax": optax.__version__,
+    }
+
+
+def model_record(
+    config: ml_collections.ConfigDict, model: ResNetRS, channels: int, variables: Any = None
+) -> dict:
+    """The `model` block of result.json: layout, width, resolution, params, FLOPs per image."""
+    if variables is None:
+        variables = abstract_variables(model, channels)
+    return {
+        "depth": model.depth if not config.model.stage_sizes else None,
+        "stage_sizes": list(model.blocks_per_stage),
+        "width_multiplier": model.width_multiplier,
+        "image_resolution": config.data.image_size,
+        "params": profiling.count_params(model, variables=variables),
+        "flops_per_image": profiling.flops_per_image(
+            model, config.data.image_size, channels, variables=variables
+        ),
+    }
+
+
+def record_header(
+    config: ml_collections.ConfigDict,
+    model: ResNetRS,
+    channels: int,
+    status: str,
+    variables: Any = None,
+) -> dict:
+    """The fields every result.json starts with: schema, name, status, config, model, versions,
+    start time, and empty metrics."""
+    return {
+        "schema": 1,
+        "name": config.name,
+        "status": status,
+        "error": None,
+        "config": json.loads(config.to_json()),
+        "model": model_record(config, model, channels, variables),
+        "metrics": {},
+        "versions": versions(),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -191,6 +231,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             f"{info_classes} classes."
         )
     channels = builder.info.features["image"].shape[-1]
+    if channels != config.data.channels:
+        raise ValueError(
+            f"data.channels is {config.data.channels} but {config.data.name} images have "
+            f"{channels} channels."
+        )
     image_shape = (config.data.image_size, config.data.image_size, channels)
     steps_per_epoch = input_pipeline.steps_per_epoch(builder, config.data, config.global_batch_size)
     if steps_per_epoch < 1:
@@ -208,37 +253,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     tx = optim.make_optimizer(config.optim, schedule)
     init_fn = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
     abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
-    abstract_variables = {
-        "params": abstract_state.params,
-        "batch_stats": abstract_state.batch_stats,
-    }
+    variables_shape = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
 
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {
-        "schema": 1,
-        "name": config.name,
-        "status": "running",
-        "error": None,
-        "config": json.loads(config.to_json()),
-        "model": {
-            "depth": model.depth if not config.model.stage_sizes else None,
-            "stage_sizes": list(model.blocks_per_stage),
-            "width_multiplier": model.width_multiplier,
-            "image_resolution": config.data.image_size,
-            "params": profiling.count_params(model, variables=abstract_variables),
-            "flops_per_image": profiling.flops_per_image(
-                model, config.data.image_size, channels, variables=abstract_variables
-            ),
-        },
+        **record_header(config, model, channels, "running", variables_shape),
         "train": {
             "steps": total_steps,
             "epochs": total_steps / steps_per_epoch,
             "global_batch": config.global_batch_size,
             "steps_per_epoch": steps_per_epoch,
         },
-        "metrics": {},
-        "versions": _versions(),
-        "started": started,
         "profile": {"device_kind": jax.devices()[0].device_kind, "num_devices": jax.device_count()},
     }
 

@@ -1,0 +1,105 @@
+"""`rsjax sweep plan|launch|status`: argument parsing lives in rsjax.cli, the work here."""
+
+import argparse
+import collections
+import json
+import pathlib
+
+from rsjax.sweep import local, state
+from rsjax.sweep.grid import Run
+from rsjax.sweep.loader import load_sweep
+
+# Override keys shown as plan columns (short name -> dotted key), in this order.
+PLAN_COLUMNS = {
+    "depth": "model.depth",
+    "blocks": "model.stage_sizes",
+    "width": "model.width_multiplier",
+    "res": "data.image_size",
+    "epochs": "num_epochs",
+    "RA": "data.randaugment_magnitude",
+    "sd": "model.stochastic_depth_rate",
+    "drop": "model.dropout_rate",
+    "ls": "label_smoothing",
+    "wd": "optim.weight_decay",
+}
+
+
+def format_plan(runs: list[Run]) -> str:
+    """The runs as a fixed-width table, then counts per base config."""
+    columns = [c for c, key in PLAN_COLUMNS.items() if any(key in r.overrides for r in runs)]
+    header = ["name", "run_id", *columns, "base"]
+    rows = [
+        [
+            run.name,
+            run.run_id,
+            *(_cell(run.overrides.get(PLAN_COLUMNS[c], "")) for c in columns),
+            run.base,
+        ]
+        for run in runs
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    counts = collections.Counter(run.base for run in runs)
+    lines.append("")
+    if len(counts) <= 3:
+        lines.append(
+            f"{len(runs)} runs (" + ", ".join(f"{n} on {b}" for b, n in counts.items()) + ")"
+        )
+    else:
+        lines.append(f"{len(runs)} runs over {len(counts)} base configs")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "-".join(_cell(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plan(args: argparse.Namespace) -> int:
+    runs = load_sweep(args.sweep_file)
+    runs = local.select(runs, args.only)
+    if args.jsonl:
+        for run in runs:
+            print(json.dumps(state.run_to_json(run)))
+    else:
+        print(format_plan(runs))
+    return 0
+
+
+def launch(args: argparse.Namespace) -> int:
+    runs = local.select(load_sweep(args.sweep_file), args.only)
+    if args.launcher == "tpu-vm":
+        from rsjax.sweep import tpu_vm
+
+        return tpu_vm.launch(runs, args)
+    workdir = pathlib.Path(args.workdir)
+    print(f"[sweep] {len(runs)} runs -> {workdir.absolute()} (parallel {args.parallel})")
+    summary = local.launch_local(
+        runs, workdir, parallel=args.parallel, profile_only=args.profile_only
+    )
+    print(
+        f"[sweep] finished here: {len(summary.ran)}, failed: {len(summary.failed)}, "
+        f"already done: {len(summary.skipped_done)}, "
+        f"held by another launcher: {len(summary.skipped_locked)}"
+    )
+    if summary.failed:
+        print(f"[sweep] failed runs: {', '.join(summary.failed)} (see `rsjax sweep status`)")
+    return 1 if summary.failed else 0
+
+
+def status(args: argparse.Namespace) -> int:
+    workdir = pathlib.Path(args.workdir)
+    states = state.sweep_states(workdir)
+    counts = collections.Counter(s.state for s in states)
+    print(
+        f"{workdir}: {len(states)} runs: "
+        + ", ".join(f"{counts[k]} {k}" for k in state.STATES if counts[k])
+    )
+    for s in states:
+        if args.all or s.state in ("failed", "corrupt", "running", "partial"):
+            print(f"  {s.state:<9} {s.name}" + (f"  {s.detail}" if s.detail else ""))
+    return 0

@@ -1,0 +1,72 @@
+"""Trains (or profiles) one run of a sweep in its own process: `python -m rsjax.sweep.worker DIR`.
+
+DIR/run.json names the run (written by the launcher). The worker takes the run's lock first and
+exits with `state.LOCKED_EXIT_CODE` if another process holds it, or 0 at once if the run is
+already done; otherwise it trains with `rsjax.train.train_and_evaluate` (which resumes from DIR's
+checkpoints) and stamps the run's id and sweep into DIR/result.json.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import traceback
+
+from rsjax.results.schema import RESULT_FILE, read_result, write_result
+from rsjax.sweep import state
+from rsjax.sweep.grid import Run, build_config
+
+
+def _done(run_dir: pathlib.Path, profile_only: bool) -> bool:
+    try:
+        status = read_result(run_dir / RESULT_FILE)["status"]
+    except (OSError, ValueError):
+        return False
+    return status == "complete" or (profile_only and status == "profiled")
+
+
+def _stamp(run_dir: pathlib.Path, run: Run) -> None:
+    """Adds run_id and sweep to the run's result.json (written by the trainer or profiler)."""
+    path = run_dir / RESULT_FILE
+    if path.exists():
+        record = read_result(path)
+        record.update(run_id=run.run_id, sweep=run.sweep, name=run.name)
+        write_result(run_dir, record)
+
+
+def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
+    """Exit code: 0 done, 1 failed, LOCKED_EXIT_CODE when another process holds the run."""
+    run = state.run_from_json(json.loads((run_dir / state.RUN_FILE).read_text()))
+    with state.run_lock(run_dir) as acquired:
+        if not acquired:
+            return state.LOCKED_EXIT_CODE
+        if _done(run_dir, profile_only):
+            return 0
+        config = build_config(run)
+        try:
+            if profile_only:
+                from rsjax.train import profile_run
+
+                profile_run(config, run_dir)
+            else:
+                from rsjax.train import train_and_evaluate
+
+                train_and_evaluate(config, run_dir)
+        except Exception:  # reported in result.json (trainer) and on stderr; the sweep goes on
+            traceback.print_exc()
+            _stamp(run_dir, run)
+            return 1
+        _stamp(run_dir, run)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=pathlib.Path)
+    parser.add_argument("--profile_only", action="store_true")
+    args = parser.parse_args(argv)
+    sys.exit(run_one(args.run_dir.absolute(), args.profile_only))
+
+
+if __name__ == "__main__":
+    main()

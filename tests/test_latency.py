@@ -1,0 +1,83 @@
+"""Appendix H profiling: batch halving on out-of-memory, normalisation, and a real CPU profile."""
+
+import json
+
+import pytest
+
+from rsjax import cli
+from rsjax.configs import fashion_mnist as fmnist_config
+from rsjax.models import ResNetRS
+from rsjax.train import latency, sharding
+from tests.conftest import TINY_KWARGS
+
+
+class FakeOOM(RuntimeError):
+    pass
+
+
+def fake_measure(fits_up_to, seen):
+    def measure(model, optim_config, image_shape, global_batch, mesh, **kwargs):
+        seen.append(global_batch)
+        if global_batch > fits_up_to:
+            raise FakeOOM(f"RESOURCE_EXHAUSTED: Out of memory allocating {global_batch} images")
+        return {"step_s": 0.01 * global_batch, "compile_s": 1.0, "compiled_peak_bytes": 123}
+
+    return measure
+
+
+def profile(measure, batch_per_device=128):
+    return latency.profile_train_step(
+        ResNetRS(**TINY_KWARGS),
+        fmnist_config.get_config("tiny").optim,
+        (28, 28, 1),
+        sharding.make_mesh(1, 1),
+        batch_per_device=batch_per_device,
+        measure=measure,
+    )
+
+
+def test_out_of_memory_halves_the_batch_and_normalises():
+    seen = []
+    result = profile(fake_measure(fits_up_to=32, seen=seen))
+    assert seen == [128, 64, 32]
+    assert result["batch"] == 32 and result["normalized_batch"] == 128
+    assert result["step_s"] == pytest.approx(0.32)
+    assert result["normalized_step_s"] == pytest.approx(0.32 * 128 / 32)
+    assert result["images_per_s"] == pytest.approx(32 / 0.32)
+
+
+def test_nothing_fits_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="does not fit even at one example per device"):
+        profile(fake_measure(fits_up_to=0, seen=[]), batch_per_device=4)
+
+
+def test_other_errors_are_not_taken_for_out_of_memory():
+    def broken(*args, **kwargs):
+        raise ValueError("shapes do not match")
+
+    with pytest.raises(ValueError, match="shapes"):
+        profile(broken)
+
+
+def test_profile_cli_on_cpu(tmp_path, capsys):
+    """The real thing, small: tiny Fashion-MNIST config, batch 8, two timed steps."""
+    code = cli.main(
+        ["profile", "--config", "fashion_mnist:tiny", "--batch_per_device", "8", "--steps", "2",
+         "--warmup", "1", "--set", "data.image_size=24", "--workdir", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{") :])
+    prof, model = report["profile"], report["model"]
+    assert prof["batch"] == 8 * 8 == prof["normalized_batch"]  # per device x 8 data devices
+    assert prof["step_s"] > 0 and prof["compiled_peak_bytes"] > 0
+    assert prof["device_kind"] == "cpu" and prof["num_devices"] == 8  # the config's mesh
+    assert model["params"] > 0 and model["flops_per_image"] > 0
+    assert model["image_resolution"] == 24
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "profiled"
+
+
+def test_profile_cli_bad_override(capsys):
+    assert cli.main(["profile", "--config", "fashion_mnist", "--set", "model.depthh=3"]) == 2
+    assert "model.depthh" in capsys.readouterr().err

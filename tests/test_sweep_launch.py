@@ -1,0 +1,269 @@
+"""Sweep launchers: relaunch after a kill, two launchers at once, the TPU VM commands, status."""
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from rsjax.results import read_result
+from rsjax.sweep import commands as sweep_commands
+from rsjax.sweep import local, state, tpu_vm
+from rsjax.sweep.grid import Run
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# A stand-in worker: takes the run's lock like the real one, records that it trained, sleeps,
+# and writes a complete result. It exercises the launcher's scheduling without compiling models.
+FAKE_WORKER = textwrap.dedent(
+    """
+    import json, os, pathlib, sys, time
+    from rsjax.results.schema import write_result
+    from rsjax.sweep import state
+    run_dir = pathlib.Path(sys.argv[1])
+    with state.run_lock(run_dir) as acquired:
+        if not acquired:
+            sys.exit(state.LOCKED_EXIT_CODE)
+        if (run_dir / "result.json").exists():
+            sys.exit(0)
+        with open(run_dir.parent / "trained.log", "a") as log:
+            log.write(run_dir.name + "\\n")
+        time.sleep(float(os.environ.get("FAKE_SECONDS", "0.5")))
+        write_result(run_dir, {"schema": 1, "status": "complete", "config": {}, "model": {},
+                               "metrics": {"ema_top1": 0.5}, "versions": {}})
+    """
+)
+
+
+def fake_command(tmp_path):
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    return lambda run_dir, profile_only: [sys.executable, str(script), str(run_dir)]
+
+
+def grid(n, base="fashion_mnist:tiny"):
+    return [Run(f"r{i}", {"seed": i}, base, sweep="test") for i in range(n)]
+
+
+def test_two_launchers_never_train_a_run_twice(tmp_path):
+    runs, command = grid(6), fake_command(tmp_path)
+    summaries = []
+
+    def launcher():
+        summaries.append(
+            local.launch_local(
+                runs, tmp_path / "sweep", command=command, log=lambda m: None, poll_s=0.05
+            )
+        )
+
+    threads = [threading.Thread(target=launcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    trained = (tmp_path / "sweep" / "trained.log").read_text().split()
+    assert sorted(trained) == sorted(r.name for r in runs)  # each exactly once
+    assert sum(len(s.ran) for s in summaries) == len(runs)
+    states = state.sweep_states(tmp_path / "sweep")
+    assert {s.state for s in states} == {"complete"}
+
+
+def test_a_held_lock_is_respected_and_released_on_exit(tmp_path):
+    runs, command = grid(2), fake_command(tmp_path)
+    state.write_sweep(tmp_path / "sweep", runs)
+    with state.run_lock(tmp_path / "sweep" / "r0") as acquired:
+        assert acquired
+        assert state.run_state(tmp_path / "sweep" / "r0").state == "running"
+        summary = local.launch_local(runs, tmp_path / "sweep", command=command, log=lambda m: None)
+    assert summary.skipped_locked == ["r0"] and summary.ran == ["r1"]
+    assert state.run_state(tmp_path / "sweep" / "r0").state == "pending"  # lock gone with us
+
+
+def test_status_reports_failures_and_corrupt_results(tmp_path, capsys):
+    runs = grid(4)
+    workdir = tmp_path / "sweep"
+    state.write_sweep(workdir, runs)
+    (workdir / "r1" / "result.json").write_text("{not json")
+    (workdir / "r2" / "result.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "status": "failed",
+                "error": "loss is nan at step 7",
+                "config": {},
+                "model": {},
+                "metrics": {},
+                "versions": {},
+            }
+        )
+    )
+    (workdir / "r3" / "checkpoints" / "5").mkdir(parents=True)
+    assert [s.state for s in state.sweep_states(workdir)] == [
+        "pending",
+        "corrupt",
+        "failed",
+        "partial",
+    ]
+    sweep_commands.status(argparse.Namespace(workdir=str(workdir), all=False))
+    out = capsys.readouterr().out
+    assert "4 runs: 1 failed, 1 corrupt, 1 partial, 1 pending" in out
+    assert "loss is nan at step 7" in out and "not valid JSON" in out
+
+
+def test_only_glob_and_bad_parallel(tmp_path):
+    runs = grid(3)
+    assert [r.name for r in local.select(runs, "r[12]")] == ["r1", "r2"]
+    with pytest.raises(ValueError, match="matches none"):
+        local.select(runs, "zzz*")
+    with pytest.raises(ValueError, match="parallel"):
+        local.launch_local(runs, tmp_path, parallel=0)
+
+
+def test_killed_launcher_relaunch_finishes_without_redoing(small_fmnist, tmp_path):
+    """Real training: kill the launcher (and its worker) after the first run completes."""
+    data = {
+        "data.manual_dir": small_fmnist["manual_dir"],
+        "data.data_dir": small_fmnist["data_dir"],
+        "data.shuffle_buffer": 256,
+        "num_train_steps": 30,
+        "checkpoint_every_steps": 10,
+        "log_every_steps": 10,
+        "progress": False,
+        "mesh.data": 1,  # the workers inherit 8 simulated devices; the eval batch is 500
+    }
+    sweep_file = tmp_path / "tiny_sweep.py"
+    sweep_file.write_text(
+        "from rsjax.sweep import Run\n"
+        f"DATA = {data!r}\n"
+        "def get_sweep():\n"
+        "    return [Run(f'w{w}', {**DATA, 'model.width_multiplier': w}, 'fashion_mnist:tiny')\n"
+        "            for w in (0.125, 0.25)]\n"
+    )
+    workdir = tmp_path / "sweep"
+    argv = [
+        sys.executable,
+        "-m",
+        "rsjax.cli",
+        "sweep",
+        "launch",
+        str(sweep_file),
+        "--workdir",
+        str(workdir),
+    ]
+    first = subprocess.Popen(argv, cwd=REPO, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        done = workdir / "w0.125" / "result.json"
+        if done.exists() and read_result(done)["status"] in ("complete", "failed"):
+            break
+        time.sleep(1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert read_result(workdir / "w0.125" / "result.json")["status"] == "complete"
+    finished_at = (workdir / "w0.125" / "result.json").stat().st_mtime
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already done: 1" in result.stdout
+    assert (workdir / "w0.125" / "result.json").stat().st_mtime == finished_at
+    record = read_result(workdir / "w0.25" / "result.json")
+    assert record["status"] == "complete" and record["name"] == "w0.25"
+    assert (
+        record["run_id"]
+        == Run("w0.25", {**data, "model.width_multiplier": 0.25}, "fashion_mnist:tiny").run_id
+    )
+
+
+# --- Cloud TPU VM launcher, against a fake gcloud that records its argv ----------------------
+
+FAKE_GCLOUD = textwrap.dedent(
+    """\
+    #!/bin/sh
+    echo "$@" >> "$GCLOUD_LOG"
+    case "$*" in
+      *" create "*) n=$(grep -c " create " "$GCLOUD_LOG"); [ "$n" -gt "${FAIL_CREATES:-0}" ] ;;
+      *) exit 0 ;;
+    esac
+    """
+)
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(FAKE_GCLOUD)
+    gcloud.chmod(0o755)
+    log = tmp_path / "gcloud.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("GCLOUD_LOG", str(log))
+    return log
+
+
+def tpu_args(workdir, **kw):
+    defaults = dict(
+        workdir=str(workdir),
+        project="proj",
+        zone="us-central2-b",
+        accelerator_type="v4-32",
+        runtime_version="tpu-ubuntu2204-base",
+        spot=True,
+        install="rsjax",
+        create_retries=1,
+        dry_run=False,
+    )
+    return argparse.Namespace(**{**defaults, **kw})
+
+
+def test_tpu_vm_every_run_gets_create_setup_train_delete(fake_gcloud, tmp_path):
+    runs = [
+        Run("a", {"model.depth": 101, "data.area_range": [0.08, 1.0]}, "imagenet:resnetrs50_i160"),
+        Run("b", {"model.depth": 200}, "imagenet:resnetrs50_i160"),
+    ]
+    assert tpu_vm.launch(runs, tpu_args(tmp_path / "w")) == 0
+    calls = fake_gcloud.read_text().splitlines()
+    assert len(calls) == 8
+    for run, chunk in zip(runs, (calls[:4], calls[4:]), strict=True):
+        vm = tpu_vm.vm_name(tpu_vm.TpuVmOptions("p", "z", "v4-32"), run)
+        assert chunk[0].startswith(f"compute tpus tpu-vm create {vm} ") and "--spot" in chunk[0]
+        assert "--accelerator-type=v4-32" in chunk[0]
+        assert "--worker=all" in chunk[1] and "pip install" in chunk[1]
+        assert (
+            "--worker=all" in chunk[2]
+            and "rsjax train --config=imagenet:resnetrs50_i160" in chunk[2]
+        )
+        assert (
+            f"--workdir={tmp_path / 'w' / run.name}" in chunk[2] and "--jax_distributed" in chunk[2]
+        )
+        assert chunk[3].startswith(f"compute tpus tpu-vm delete {vm} ")
+    assert "--config.data.area_range=(0.08,1.0)" in calls[2]
+
+
+def test_tpu_vm_failed_create_is_retried_then_reported(fake_gcloud, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAIL_CREATES", "5")  # every create fails
+    runs = [Run("a", {"model.depth": 101}, "imagenet:resnetrs50_i160")]
+    assert tpu_vm.launch(runs, tpu_args(tmp_path / "w", create_retries=2)) == 1
+    calls = fake_gcloud.read_text().splitlines()
+    assert sum(" create " in f" {c} " for c in calls) == 3 and not any("ssh" in c for c in calls)
+    assert "create failed 3 times" in capsys.readouterr().out
+
+
+def test_tpu_vm_dry_run_and_missing_gcloud(tmp_path, monkeypatch, capsys):
+    runs = [Run("a", {"model.depth": 101}, "imagenet:resnetrs50_i160")]
+    assert tpu_vm.launch(runs, tpu_args("gs://bucket/sweep", dry_run=True)) == 0
+    out = capsys.readouterr().out
+    for phase in ("create", "setup", "train", "delete"):
+        assert f"# a {phase}" in out
+    assert "--workdir=gs://bucket/sweep/a" in out
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud here
+    with pytest.raises(ValueError, match="gcloud is not on PATH"):
+        tpu_vm.launch(runs, tpu_args("gs://bucket/sweep"))
+    with pytest.raises(ValueError, match="--project"):
+        tpu_vm.launch(runs, tpu_args("gs://bucket/sweep", project=None, dry_run=True))
