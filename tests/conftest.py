@@ -18,6 +18,7 @@ import pytest
 
 from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.models import ResNetRS, abstract_variables
+from rsjax.sweep.grid import apply_overrides
 from rsjax.train.step import train_step
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.
@@ -68,19 +69,15 @@ def small_fmnist(tmp_path_factory) -> dict:
 def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.ConfigDict:
     """The `tiny` Fashion-MNIST config over the `small_fmnist` files, with dotted-key overrides
     ("optim.base_learning_rate": 1.0), locked again."""
-    config = fmnist_config.get_config("tiny")
-    config.unlock()
-    config.data.manual_dir = small_fmnist["manual_dir"]
-    config.data.data_dir = small_fmnist["data_dir"]
-    config.data.shuffle_buffer = 256
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    config.lock()
-    return config
+    return apply_overrides(
+        fmnist_config.get_config("tiny"),
+        {
+            "data.manual_dir": small_fmnist["manual_dir"],
+            "data.data_dir": small_fmnist["data_dir"],
+            "data.shuffle_buffer": 256,
+            **overrides,
+        },
+    )
 
 
 def jit_train_step(model, tx, learning_rate: float, ema: float, **jit_kwargs):
