@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from rsjax.sweep import state
 from rsjax.sweep.grid import Run
 
-DONE_STATES = {False: ("complete",), True: ("complete", "profiled")}
-
 
 @dataclasses.dataclass
 class LaunchSummary:
@@ -73,7 +71,7 @@ def launch_local(
             run = queue.pop(0)
             run_dir = workdir / run.name
             current = state.run_state(run_dir)
-            if current.state in DONE_STATES[profile_only]:
+            if current.state in state.DONE_STATUSES[profile_only]:
                 summary.skipped_done.append(run.name)
                 continue
             if current.state == "running":

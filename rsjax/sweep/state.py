@@ -15,6 +15,8 @@ import pathlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from etils import epath
+
 from rsjax.results.schema import RESULT_FILE, read_result
 from rsjax.sweep.grid import Run
 
@@ -25,6 +27,25 @@ LOCK_FILE = ".lock"
 # A run's state: done (complete/profiled), failed, corrupt (unreadable result), running (locked
 # by a live process), partial (checkpoints, no result), pending (nothing yet).
 STATES = ("complete", "profiled", "failed", "corrupt", "running", "partial", "pending")
+
+
+# Result statuses that count as done: a training launch needs "complete"; a --profile_only
+# launch is also satisfied by "profiled".
+DONE_STATUSES = {False: ("complete",), True: ("complete", "profiled")}
+
+
+def result_status(run_dir: str | os.PathLike) -> str | None:
+    """The status in run_dir/result.json (local or gs://), None if absent or unreadable."""
+    path = epath.Path(run_dir) / RESULT_FILE
+    try:
+        return read_result(path)["status"] if path.exists() else None
+    except (ValueError, OSError):
+        return None
+
+
+def is_done(run_dir: str | os.PathLike, profile_only: bool = False) -> bool:
+    """Whether the run in run_dir needs no (further) training or profiling."""
+    return result_status(run_dir) in DONE_STATUSES[profile_only]
 
 
 def run_to_json(run: Run) -> dict:

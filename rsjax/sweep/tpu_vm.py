@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from etils import epath
 
-from rsjax.results.schema import RESULT_FILE, read_result
+from rsjax.sweep import state
 from rsjax.sweep.grid import Run
 
 Runner = Callable[[list[str]], int]
@@ -81,14 +81,6 @@ def commands(options: TpuVmOptions, run: Run, workdir: str) -> dict[str, list[st
     return {"create": create, "setup": [*ssh, setup], "train": [*ssh, train], "delete": delete}
 
 
-def is_complete(workdir: str, run: Run) -> bool:
-    path = epath.Path(workdir) / run.name / RESULT_FILE
-    try:
-        return path.exists() and read_result(path)["status"] == "complete"
-    except (ValueError, OSError):
-        return False
-
-
 def run_on_vm(options: TpuVmOptions, run: Run, workdir: str, execute: Runner) -> str:
     """Creates (with retries), sets up, trains and deletes; returns "done" or why it failed."""
     argv = commands(options, run, workdir)
@@ -137,7 +129,7 @@ def launch(runs: Sequence[Run], args: argparse.Namespace, execute: Runner | None
         execute = _subprocess_runner
     failures = {}
     for run in runs:
-        if is_complete(args.workdir, run):
+        if state.is_done(epath.Path(args.workdir) / run.name):
             print(f"[tpu-vm] {run.name}: complete, skipped")
             continue
         outcome = run_on_vm(options, run, args.workdir, execute)

@@ -17,14 +17,6 @@ from rsjax.sweep import state
 from rsjax.sweep.grid import Run, build_config
 
 
-def _done(run_dir: pathlib.Path, profile_only: bool) -> bool:
-    try:
-        status = read_result(run_dir / RESULT_FILE)["status"]
-    except (OSError, ValueError):
-        return False
-    return status == "complete" or (profile_only and status == "profiled")
-
-
 def _stamp(run_dir: pathlib.Path, run: Run) -> None:
     """Adds run_id and sweep to the run's result.json (written by the trainer or profiler)."""
     path = run_dir / RESULT_FILE
@@ -40,7 +32,7 @@ def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
     with state.run_lock(run_dir) as acquired:
         if not acquired:
             return state.LOCKED_EXIT_CODE
-        if _done(run_dir, profile_only):
+        if state.is_done(run_dir, profile_only):
             return 0
         config = build_config(run)
         try:
