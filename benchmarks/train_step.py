@@ -97,8 +97,9 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     threads = cpu_threads()
     common = dict(batch=args.batch, resolution=args.resolution, threads=threads)
-    emit({"kind": "matmul_peak", "gflops": matmul_peak_gflops(), "threads": threads})
-    peak = matmul_peak_gflops()["median"]
+    peak_gflops = matmul_peak_gflops()
+    emit({"kind": "matmul_peak", "gflops": peak_gflops, "threads": threads})
+    peak = peak_gflops["median"]
 
     forward_flops = flops_per_image(build_model(args.model), args.resolution)
     contenders = {}  # name -> {"train": fn, "infer": fn}; each call measures one step in seconds
