@@ -39,3 +39,10 @@ def resolve_stage_sizes(depth: int, stage_sizes: Sequence[int] | None = None) ->
             "pass stage_sizes=(c2, c3, c4, c5) for a custom layout."
         )
     return BLOCK_LAYOUTS[depth]
+
+
+def layer_count(stage_sizes: Sequence[int]) -> int:
+    """Weighted layers of a bottleneck layout: 3 convs per block plus the stem and the head
+    (the "50" of ResNet-50: 3 x 16 + 2). Used to label custom layouts; the paper's names for
+    270 and 420 count a little differently (3 x 90 + 2 = 272, 3 x 139 + 2 = 419)."""
+    return 3 * sum(stage_sizes) + 2

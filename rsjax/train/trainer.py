@@ -23,7 +23,7 @@ from etils import epath
 
 import rsjax
 from rsjax import profiling
-from rsjax.models import ResNetRS, abstract_variables
+from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import write_result
 from rsjax.train import checkpoint, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
@@ -173,6 +173,7 @@ def model_record(
         variables = abstract_variables(model, channels)
     return {
         "depth": model.depth if not config.model.stage_sizes else None,
+        "layers": layouts.layer_count(model.blocks_per_stage),
         "stage_sizes": list(model.blocks_per_stage),
         "width_multiplier": model.width_multiplier,
         "image_resolution": config.data.image_size,
