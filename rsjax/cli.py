@@ -9,6 +9,9 @@ Examples:
   rsjax sweep plan sweeps/paper_fig3.py                  # a study's runs as a table
   rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local
   rsjax sweep status runs/fig3
+  rsjax results collect runs/fig3 -o results.csv         # one table of every result.json
+  rsjax results report results.csv                       # which axis to scale, per regime
+  rsjax plot fig3 results.csv --out figures              # fig2 | fig3 | fig4 | table7
 """
 
 import argparse
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_profile_parser(sub)
     _add_sweep_parsers(sub)
+    from rsjax.analysis import commands as analysis_commands
+
+    analysis_commands.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,33 @@
+"""Analysis of sweep results: Pareto frontiers, power-law fits, depth/width/resolution scaling.
+
+Input is a results table from `rsjax.results.collect` (or the paper's own numbers from
+`rsjax.analysis.paper`). Quality columns are percentages; cost columns are whatever the table
+holds (`latency` in seconds per train step for collected runs). Figures: `rsjax.analysis.plots`.
+"""
+
+from rsjax.analysis.frontier import pareto_frontier, speedup_at_matched_accuracy
+from rsjax.analysis.paper import table7, table7_results
+from rsjax.analysis.power_law import PowerLawFit, TrendBreak, fit_power_law, trend_break
+from rsjax.analysis.report import recommend
+from rsjax.analysis.scaling import (
+    compare_scaling,
+    regimes,
+    resolution_returns,
+    scaling_curves,
+)
+
+__all__ = [
+    "PowerLawFit",
+    "TrendBreak",
+    "compare_scaling",
+    "fit_power_law",
+    "pareto_frontier",
+    "recommend",
+    "regimes",
+    "resolution_returns",
+    "scaling_curves",
+    "speedup_at_matched_accuracy",
+    "table7",
+    "table7_results",
+    "trend_break",
+]

@@ -1,0 +1,105 @@
+"""Speed-accuracy Pareto frontiers and speed-ups at matched accuracy (Figure 4, Table 7)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rsjax.analysis.checks import complete_rows
+
+
+def pareto_frontier(df: pd.DataFrame, cost: str = "latency", quality: str = "top1") -> pd.DataFrame:
+    """The rows no other row beats: lower-or-equal `cost` with strictly higher `quality`, or
+    strictly lower cost with equal-or-higher quality. Sorted by cost (quality rising).
+
+    Ties: rows with identical (cost, quality) are one point; the first such row is kept.
+    Rows missing either value are ignored.
+    """
+    rows = complete_rows(df, [cost, quality], "pareto_frontier")
+    ordered = rows.sort_values([cost, quality], ascending=[True, False], kind="stable")
+    keep, best = [], -math.inf
+    for index, value in zip(ordered.index, ordered[quality], strict=True):
+        if value > best:
+            keep.append(index)
+            best = value
+    return ordered.loc[keep]
+
+
+def _select(df: pd.DataFrame, which, role: str) -> pd.DataFrame:
+    """Rows of `df` picked by a family name (matched against `family`) or a boolean mask."""
+    if isinstance(which, str):
+        if "family" not in df.columns:
+            raise ValueError(f"{role}={which!r} selects by the 'family' column, which is missing.")
+        rows = df[df["family"] == which]
+        if rows.empty:
+            raise ValueError(
+                f"{role}={which!r}: no rows of that family; families: "
+                f"{sorted(df['family'].dropna().unique())}."
+            )
+        return rows
+    rows = df[pd.Series(which, index=df.index).astype(bool)]
+    if rows.empty:
+        raise ValueError(f"{role} selects no rows.")
+    return rows
+
+
+def speedup_at_matched_accuracy(
+    df: pd.DataFrame,
+    ours="resnet_rs",
+    theirs="efficientnet",
+    cost: str = "latency",
+    quality: str = "top1",
+    method: str = "nearest",
+    tolerance: float = 0.2,
+) -> pd.DataFrame:
+    """How much cheaper `ours` is than `theirs` at the same accuracy: speedup = their cost / ours.
+
+    `ours`/`theirs`: a family name (the `family` column) or a boolean mask over `df`.
+    method="nearest" (the paper's Table 7): each of their models is paired with our model(s)
+    closest in `quality` (ties all kept), and the pair counts as matched when the accuracies
+    differ by at most `tolerance` (points). method="interpolate": each of our models is compared
+    with their Pareto frontier's cost at our accuracy, interpolated linearly in log-cost between
+    neighbouring frontier points (matched when our accuracy lies within their frontier's range).
+
+    Returns one row per pair: ours, theirs (names), ours_quality, theirs_quality,
+    ours_cost, theirs_cost, speedup, matched.
+    """
+    if method not in ("nearest", "interpolate"):
+        raise ValueError(f"method must be 'nearest' or 'interpolate', got {method!r}.")
+    rows = complete_rows(df, [cost, quality], "speedup_at_matched_accuracy", minimum=2)
+    ours_rows = _select(df, ours, "ours").loc[lambda x: x.index.isin(rows.index)]
+    theirs_rows = _select(df, theirs, "theirs").loc[lambda x: x.index.isin(rows.index)]
+    names = "name" if "name" in rows.columns else None
+    label = (lambda r: r[names]) if names else (lambda r: str(r.name))
+    pairs = []
+    if method == "nearest":
+        for _, their in theirs_rows.iterrows():
+            gaps = (ours_rows[quality] - their[quality]).abs()
+            for _, our in ours_rows[np.isclose(gaps, gaps.min())].iterrows():
+                pairs.append((our, their, their[cost], abs(our[quality] - their[quality])))
+        out = [
+            _pair(label(our), label(their), our, their, c, cost, quality, gap <= tolerance + 1e-9)
+            for our, their, c, gap in pairs
+        ]
+    else:
+        frontier = pareto_frontier(theirs_rows, cost, quality)
+        q, log_c = frontier[quality].to_numpy(), np.log(frontier[cost].to_numpy(float))
+        out = []
+        for _, our in ours_rows.iterrows():
+            inside = q.min() <= our[quality] <= q.max()
+            their_cost = float(np.exp(np.interp(our[quality], q, log_c))) if inside else math.nan
+            out.append(_pair(label(our), "frontier", our, None, their_cost, cost, quality, inside))
+    return pd.DataFrame(out)
+
+
+def _pair(our_name, their_name, our, their, their_cost, cost, quality, matched) -> dict:
+    return {
+        "ours": our_name,
+        "theirs": their_name,
+        "ours_quality": our[quality],
+        "theirs_quality": their[quality] if their is not None else math.nan,
+        "ours_cost": our[cost],
+        "theirs_cost": their_cost,
+        "speedup": their_cost / our[cost],
+        "matched": bool(matched),
+    }

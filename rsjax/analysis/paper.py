@@ -1,0 +1,61 @@
+"""The paper's own results as analysis tables: Table 7 with its speed-ups recomputed."""
+
+import pandas as pd
+
+from rsjax import paper_tables
+from rsjax.analysis.frontier import speedup_at_matched_accuracy
+
+# Table 7's latency columns: column -> hardware label.
+TABLE7_COSTS = {"tpuv3_latency_ms": "TPUv3", "v100_latency_s": "V100"}
+
+
+def table7_results() -> pd.DataFrame:
+    """Table 7 (ResNet-RS and EfficientNet Pareto models) in the columns `collect` uses:
+    name, family, depth, image_resolution, params, flops (per image), top1 (%), error, and the
+    paper's latencies (tpuv3_latency_ms: per training step of 1024 images on 8 TPUv3 cores;
+    v100_latency_s), with `latency` = the TPUv3 latency in seconds."""
+    df = pd.DataFrame(paper_tables.load("table7_pareto")).rename(columns={"model": "name"})
+    df["name"] = [
+        f"{name}-{res}" if family == "resnet_rs" else name
+        for name, family, res in zip(df["name"], df["family"], df["image_resolution"], strict=True)
+    ]
+    df["params"] = df.pop("params_m") * 1e6
+    df["flops"] = df.pop("flops_b") * 1e9
+    df["latency"] = df["tpuv3_latency_ms"] / 1000
+    df["error"] = 100.0 - df["top1"]
+    return df
+
+
+def table7(
+    df: pd.DataFrame | None = None,
+    ours: str = "resnet_rs",
+    theirs: str = "efficientnet",
+    costs: dict[str, str] | None = None,
+    tolerance: float = 0.2,
+) -> pd.DataFrame:
+    """Table 7's view: each of our models with the accuracy-matched model of theirs (nearest
+    accuracy, within `tolerance` points; the paper's bold entries) and the speed-up per cost column.
+
+    Returns one row per matched pair: ours, theirs, top1 of each, and `speedup_<hardware>` for
+    each cost column (their cost / ours). Defaults to the paper's own Table 7.
+    """
+    df = table7_results() if df is None else df
+    costs = TABLE7_COSTS if costs is None else costs
+    table = None
+    for column, hardware in costs.items():
+        pairs = speedup_at_matched_accuracy(
+            df, ours, theirs, cost=column, method="nearest", tolerance=tolerance
+        )
+        pairs = pairs[pairs["matched"]].rename(
+            columns={
+                "ours_quality": "ours_top1",
+                "theirs_quality": "theirs_top1",
+                "speedup": f"speedup_{hardware}",
+                "ours_cost": f"ours_{column}",
+                "theirs_cost": f"theirs_{column}",
+            }
+        )
+        pairs = pairs.drop(columns="matched")
+        keys = ["ours", "theirs", "ours_top1", "theirs_top1"]
+        table = pairs if table is None else table.merge(pairs, on=keys)
+    return table.sort_values("ours_top1", kind="stable").reset_index(drop=True)

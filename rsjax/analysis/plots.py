@@ -1,0 +1,179 @@
+"""The paper's figures from a results table (matplotlib; each returns the Figure, never shows it).
+
+fig2: error against FLOPs, log-log, colour = resolution, marker = depth, with the power-law fit.
+fig3: one panel per epoch regime, quality against cost, depth- and width-scaling lines per
+      resolution from a common base.
+fig4: cost-quality Pareto curves per family (ResNet-RS against EfficientNet), optionally over the
+      paper's Table 7 points.
+table7_figure: the Table 7 view (`rsjax.analysis.paper.table7`) rendered as a table.
+`save(fig, out_dir, name)` writes NAME.png and NAME.pdf.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written, never shown
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from etils import epath
+
+from rsjax.analysis.checks import complete_rows
+from rsjax.analysis.frontier import pareto_frontier
+from rsjax.analysis.power_law import fit_power_law, trend_break
+from rsjax.analysis.scaling import compare_scaling, regimes, scaling_curves
+
+MARKERS = "osD^vP*Xh<>p"
+LABELS = {
+    "latency": "train step latency (s)",
+    "tpuv3_latency_ms": "TPUv3 train step latency (ms, 1024 images)",
+    "v100_latency_s": "V100 latency (s)",
+    "flops": "FLOPs per image",
+    "top1": "top-1 accuracy (%)",
+    "error": "top-1 error (%)",
+}
+
+
+def _label(column: str) -> str:
+    return LABELS.get(column, column)
+
+
+def _colors(values) -> dict:
+    values = sorted(values)
+    cmap = plt.get_cmap("viridis")
+    return {v: cmap(i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
+
+
+def fig2(df: pd.DataFrame, x: str = "flops", y: str = "error", fit: bool = True) -> plt.Figure:
+    """Figure 2: `y` against `x` on log-log axes with the power law of the points below the
+    trend break (all points when no break is detected)."""
+    rows = complete_rows(df, [x, y, "image_resolution", "depth"], "fig2", minimum=1)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    colors = _colors(rows["image_resolution"].unique())
+    markers = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(sorted(rows["depth"].unique()))}
+    for (res, depth), group in rows.groupby(["image_resolution", "depth"]):
+        ax.scatter(group[x], group[y], color=colors[res], marker=markers[depth], s=36)
+    for res, color in colors.items():
+        ax.scatter([], [], color=color, marker="o", label=f"{int(res)} px")
+    for depth, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=f"depth {int(depth)}")
+    if fit and len(rows) >= 2 and rows[x].nunique() >= 2:
+        brk = trend_break(rows, x, y)
+        fitted = rows[rows[x] < brk.break_x] if brk.detected else rows
+        law = fit_power_law(fitted, x, y)
+        xs = np.geomspace(rows[x].min(), rows[x].max(), 50)
+        ax.plot(xs, law.predict(xs), "k--", lw=1, label=f"fit: exponent {law.exponent:.3f}")
+        if brk.detected:
+            ax.axvline(brk.break_x, color="r", lw=0.8, ls=":", label="trend break")
+    ax.set(xscale="log", yscale="log", xlabel=_label(x), ylabel=_label(y))
+    ax.set_title("Error against FLOPs (Figure 2)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def fig3(
+    df: pd.DataFrame, cost: str = "latency", quality: str = "top1", regime_list=None
+) -> plt.Figure:
+    """Figure 3: per regime, depth scaling (solid) and width scaling (dashed) at each resolution
+    (colour); the winner per resolution from `compare_scaling` is named in the legend."""
+    found = regimes(complete_rows(df, ["epochs"], "fig3")) if regime_list is None else regime_list
+    fig, axes = plt.subplots(1, len(found), figsize=(4.6 * len(found), 4.2), squeeze=False)
+    for ax, regime in zip(axes[0], found, strict=True):
+        curves = scaling_curves(df, regime, cost, quality)
+        try:
+            winners = compare_scaling(df, regime, cost, quality).set_index("image_resolution")
+        except ValueError:
+            winners = None
+        colors = _colors(curves["image_resolution"].unique())
+        for (res, strategy), curve in curves.groupby(["image_resolution", "strategy"]):
+            winner = None if winners is None else winners["winner"].get(res)
+            label = f"{int(res)} px {strategy}" + (" (wins)" if winner == strategy else "")
+            ax.plot(
+                curve["cost"],
+                curve["quality"],
+                ls="-" if strategy == "depth" else "--",
+                marker="o" if strategy == "depth" else "s",
+                color=colors[res],
+                label=label,
+            )
+        ax.set(xscale="log", xlabel=_label(cost), ylabel=_label(quality))
+        ax.set_title(f"{regime:g} epochs")
+        ax.legend(fontsize=7)
+    fig.suptitle("Depth (solid) vs width (dashed) scaling (Figure 3)")
+    fig.tight_layout()
+    return fig
+
+
+def fig4(
+    df: pd.DataFrame | None = None,
+    cost: str = "tpuv3_latency_ms",
+    quality: str = "top1",
+    paper_overlay: bool = False,
+) -> plt.Figure:
+    """Figure 4: Pareto curve of each family in `df` (default: the paper's Table 7), points
+    annotated depth-resolution; `paper_overlay` adds Table 7's points in grey."""
+    from rsjax.analysis.paper import table7_results
+
+    df = table7_results() if df is None else df
+    rows = complete_rows(df, [cost, quality], "fig4")
+    families = rows["family"] if "family" in rows.columns else pd.Series("results", rows.index)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    if paper_overlay:
+        paper = table7_results()
+        if cost in paper.columns:
+            ax.scatter(paper[cost], paper[quality], color="0.75", s=20, label="paper Table 7")
+    for i, (family, group) in enumerate(rows.groupby(families)):
+        front = pareto_frontier(group, cost, quality)
+        ax.scatter(group[cost], group[quality], marker=MARKERS[i], s=24)
+        ax.plot(front[cost], front[quality], marker=MARKERS[i], label=str(family))
+        if {"depth", "image_resolution"} <= set(group.columns):
+            for _, r in front.iterrows():
+                if pd.notna(r["depth"]) and pd.notna(r["image_resolution"]):
+                    ax.annotate(
+                        f"{int(r['depth'])}-{int(r['image_resolution'])}",
+                        (r[cost], r[quality]),
+                        fontsize=6,
+                        xytext=(3, -8),
+                        textcoords="offset points",
+                    )
+    ax.set(xscale="log", xlabel=_label(cost), ylabel=_label(quality))
+    ax.set_title("Speed-accuracy Pareto curves (Figure 4)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table7_figure(table: pd.DataFrame | None = None) -> plt.Figure:
+    """The Table 7 view (default: the paper's numbers with recomputed speed-ups) as a figure."""
+    from rsjax.analysis.paper import table7
+
+    table = table7() if table is None else table
+    complete_rows(table, ["ours", "theirs"], "table7")
+    shown = table.copy()
+    for column in shown.columns:
+        if column.startswith("speedup_"):
+            shown[column] = [f"{v:.1f}x" for v in shown[column]]
+    fig, ax = plt.subplots(figsize=(1.3 * len(shown.columns) + 1, 0.35 * len(shown) + 1))
+    ax.axis("off")
+    cells = [[f"{v:g}" if isinstance(v, float) else str(v) for v in row] for row in shown.values]
+    ax.table(cellText=cells, colLabels=list(shown.columns), loc="center").auto_set_font_size(True)
+    ax.set_title("Speed-ups at matched accuracy (Table 7)")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[epath.Path]:
+    """Writes OUT_DIR/NAME.png and OUT_DIR/NAME.pdf; returns their paths and closes `fig`."""
+    out_dir = epath.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix in ("png", "pdf"):
+        path = out_dir / f"{name}.{suffix}"
+        with path.open("wb") as f:
+            fig.savefig(f, format=suffix, dpi=150)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,127 @@
+"""rsjax.results.collect: good rows, and every bad file reported in a summary that adds up."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rsjax import cli
+from rsjax.results import collect, load, write_table
+from rsjax.results.schema import write_result
+
+
+def run_record(run_id, top1, status="complete", finished="2026-11-24T01:00:00+00:00", **extra):
+    """A schema-1 result as the trainer and sweep worker write it (only the fields read here)."""
+    depth, width, res, epochs = extra.pop("point", (26, 0.125, 24, 1.0))
+    return {
+        "schema": 1,
+        "run_id": run_id,
+        "name": f"d{depth}-w{width}-r{res}-e{epochs:g}",
+        "sweep": "unit",
+        "status": status,
+        "error": "boom" if status == "failed" else None,
+        "config": {"num_epochs": epochs, "model": {"width_multiplier": width}},
+        "model": {"depth": None, "layers": depth, "stage_sizes": [2, 2, 2, 2],
+                  "width_multiplier": width, "image_resolution": res, "params": 1000,
+                  "flops_per_image": 2e6},
+        "train": {"epochs": epochs, "global_batch": 128, "wall_s": 10.0},
+        "profile": {"step_s": 0.05, "batch": 128, "device_kind": "cpu"},
+        "metrics": {"top1": top1 - 0.01, "ema_top1": top1, "top5": 0.99, "ema_top5": 0.995},
+        "versions": {},
+        "started": "2026-11-24T00:00:00+00:00",
+        "finished": finished,
+        **extra,
+    }  # fmt: skip
+
+
+def write(directory, record):
+    directory.mkdir(parents=True, exist_ok=True)
+    write_result(directory, record)
+
+
+@pytest.fixture
+def mixed_dir(tmp_path):
+    """Two good runs, one failed, one partial, one truncated file, one schema-invalid file."""
+    root = tmp_path / "sweep"
+    write(root / "a", run_record("aaaa0001", 0.90))
+    write(root / "b", run_record("bbbb0002", 0.85, point=(50, 0.125, 24, 1.0)))
+    write(root / "failed", run_record("cccc0003", 0.0, status="failed"))
+    write(root / "partial", run_record("dddd0004", 0.0, status="running"))
+    (root / "truncated").mkdir()
+    (root / "truncated" / "result.json").write_text('{"schema": 1, "status": "comp')
+    (root / "invalid").mkdir()
+    (root / "invalid" / "result.json").write_text(json.dumps({"schema": 7, "status": "complete"}))
+    return root
+
+
+def test_mixed_directory_keeps_good_rows_and_counts_the_rest(mixed_dir):
+    df = collect(mixed_dir)
+    summary = df.attrs["summary"]
+    assert sorted(df["run_id"]) == ["aaaa0001", "bbbb0002"]
+    assert summary.counts() == {"files": 6, "rows": 2, "duplicates": 0, "failed": 1,
+                                "partial": 1, "corrupt": 2}  # fmt: skip
+    assert summary.adds_up()
+    reasons = dict(summary.corrupt)
+    assert "not valid JSON" in reasons[str(mixed_dir / "truncated" / "result.json")]
+    assert "required field" in reasons[str(mixed_dir / "invalid" / "result.json")]
+
+
+def test_flattened_columns_and_units(mixed_dir):
+    row = collect(mixed_dir).set_index("run_id").loc["aaaa0001"]
+    assert row["top1"] == pytest.approx(90.0)  # EMA weights, in percent
+    assert row["raw_top1"] == pytest.approx(89.0)
+    assert row["error"] == pytest.approx(10.0)
+    assert row["weights"] == "ema"
+    assert (row["depth"], row["width_multiplier"], row["image_resolution"]) == (26, 0.125, 24)
+    assert row["epochs"] == 1.0 and row["flops"] == 2e6 and row["latency"] == 0.05
+    assert row["config.model.width_multiplier"] == 0.125
+    assert row["metrics.ema_top5"] == 0.995
+
+
+def test_two_directories_with_duplicated_runs_keep_the_newest(tmp_path, mixed_dir):
+    other = tmp_path / "rerun"
+    write(other / "a", run_record("aaaa0001", 0.95, finished="2026-11-25T00:00:00+00:00"))
+    write(other / "e", run_record("eeee0005", 0.80, point=(26, 0.25, 24, 1.0)))
+    df = collect([mixed_dir, other])
+    summary = df.attrs["summary"]
+    assert sorted(df["run_id"]) == ["aaaa0001", "bbbb0002", "eeee0005"]
+    assert df.set_index("run_id").loc["aaaa0001", "top1"] == pytest.approx(95.0)
+    assert summary.duplicates == [str(mixed_dir / "a")]
+    assert summary.counts()["files"] == 8 and summary.adds_up()
+    # The same directory twice, or a glob overlapping it, reads each file once.
+    assert collect([mixed_dir, mixed_dir, f"{mixed_dir}/*"]).attrs["summary"].files == 6
+
+
+def test_latency_is_shared_by_runs_of_the_same_model(tmp_path):
+    write(tmp_path / "long", run_record("00000001", 0.9, point=(26, 0.125, 24, 3.5)))
+    short = run_record("00000002", 0.7, point=(26, 0.125, 24, 0.1))
+    short["profile"]["step_s"] = None  # too few steps to time
+    write(tmp_path / "short", short)
+    df = collect(tmp_path).set_index("run_id")
+    assert df.loc["00000002", "latency"] == 0.05
+    assert pd.isna(df.loc["00000002", "run_latency"])
+
+
+def test_table_round_trip_and_bad_paths(tmp_path, mixed_dir):
+    df = collect(mixed_dir)
+    for suffix in ("csv", "parquet"):
+        back = load(str(write_table(df, tmp_path / f"results.{suffix}")))
+        assert list(back["run_id"]) == list(df["run_id"])
+    with pytest.raises(ValueError, match="no such file"):
+        collect(tmp_path / "missing")
+    with pytest.raises(ValueError, match="matches nothing"):
+        collect(f"{tmp_path}/nothing*")
+    with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
+        write_table(df, tmp_path / "results.xlsx")
+
+
+def test_cli_collect_writes_the_table_and_prints_the_summary(tmp_path, mixed_dir, capsys):
+    out = tmp_path / "results.csv"
+    assert cli.main(["results", "collect", str(mixed_dir), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 result files: 2 rows" in printed and "corrupt" in printed
+    assert len(pd.read_csv(out)) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["results", "collect", str(empty), "-o", str(out)]) == 2
+    assert "no complete runs" in capsys.readouterr().err
