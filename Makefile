@@ -18,7 +18,7 @@ DEMO_DIR ?= runs/demo
 .PHONY: help venv test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
 
 help:
-	@echo "make demo         create $(VENV), install rsjax, print the model zoo, train briefly on Fashion-MNIST"
+	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
 	@echo "make test         create $(VENV) if needed and run the default test suite"
 	@echo "make test-slow    run the tests marked slow"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
@@ -75,11 +75,15 @@ fashion-mnist:
 	  else echo "Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; \
 	fi
 
+# The main job at CPU scale: a 12-run Figure 3 sweep on Fashion-MNIST (about 10 minutes here; a
+# rerun skips finished runs), one results table, the Figure 3 grid and the scaling report.
 demo: venv fashion-mnist
-	$(VENV)/bin/rsjax models
-	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/rsjax train --config fashion_mnist --workdir $(DEMO_DIR) --config.num_epochs=1
-	@echo "demo results: $(DEMO_DIR)/result.json, metrics in $(DEMO_DIR)/metrics.jsonl, TensorBoard: $(DEMO_DIR)/tensorboard"
+	$(VENV)/bin/rsjax sweep launch sweeps/fmnist_fig3.py:demo --workdir $(DEMO_DIR) --launcher local
+	$(VENV)/bin/rsjax results collect $(DEMO_DIR) -o $(DEMO_DIR)/results.csv
+	$(VENV)/bin/rsjax plot fig3 $(DEMO_DIR)/results.csv --out $(DEMO_DIR)/figures
+	$(VENV)/bin/rsjax results report $(DEMO_DIR)/results.csv | tee $(DEMO_DIR)/report.txt
+	@echo "demo: runs (result.json, metrics.jsonl, TensorBoard) in $(DEMO_DIR)/<run>/; table $(DEMO_DIR)/results.csv;"
+	@echo "      figures $(DEMO_DIR)/figures/fig3.png and .pdf; report $(DEMO_DIR)/report.txt"
 
 clean:
 	rm -rf build .pytest_cache

@@ -12,6 +12,11 @@ because 350 epochs overfit; these runs do not (the `fashion_mnist` preset, train
 still has train top-1 on augmented batches about equal to test top-1), so every regime uses
 flips and mild crops (area 0.85-1) only, and the long regime adds label smoothing 0.1.
 
+Presets (`sweeps/fmnist_fig3.py:PRESET`):
+  full (default): the 36 runs above.
+  demo: what `make demo` runs: 0.1 and 1 epochs, 24 and 32 px, the base (RS-26, width 0.125),
+        one deeper (RS-50) and one wider (width 0.25) model: 12 runs.
+
 Cost, measured: the train step alone (`rsjax profile`, batch 128, 2026-11-24) runs at
 3160 / 1880 / 2290 / 1040 images/s at 24 px and 1510 / 710 / 1030 / 480 at 40 px for
 RS-26 w0.125 / RS-26 w0.25 / RS-50 w0.125 / RS-50 w0.25, i.e. ~11 ms per image through all 12
@@ -21,6 +26,7 @@ compilation and evaluation per run (~20 minutes), with `--parallel 1`.
 Commands:
   rsjax sweep plan sweeps/fmnist_fig3.py
   rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fmnist_fig3 --launcher local
+  rsjax sweep launch sweeps/fmnist_fig3.py:demo --workdir runs/demo --launcher local
 """
 
 from rsjax.sweep import Run, product, run_name
@@ -30,6 +36,10 @@ LAYOUTS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3)}
 EPOCHS = (0.1, 1.0, 3.5)
 LONG_EPOCHS = EPOCHS[-1]
 WARMUP_FRACTION = 0.1
+PRESETS = {
+    "full": {"epochs": EPOCHS, "resolution": (24, 32, 40), "skip": ()},
+    "demo": {"epochs": EPOCHS[:2], "resolution": (24, 32), "skip": ((50, 0.25),)},
+}
 
 
 def schedule_and_regularization(epochs: float) -> dict:
@@ -43,12 +53,15 @@ def schedule_and_regularization(epochs: float) -> dict:
     }
 
 
-def get_sweep() -> list[Run]:
+def get_sweep(preset: str = "full") -> list[Run]:
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown fmnist_fig3 preset {preset!r}; known: {sorted(PRESETS)}.")
+    grid = PRESETS[preset]
     points = product(
-        epochs=list(EPOCHS),
+        epochs=list(grid["epochs"]),
         depth=list(LAYOUTS),
         width=[0.125, 0.25],
-        resolution=[24, 32, 40],
+        resolution=list(grid["resolution"]),
     )
     return [
         Run(
@@ -66,4 +79,5 @@ def get_sweep() -> list[Run]:
             BASE,
         )
         for p in points
+        if (p["depth"], p["width"]) not in grid["skip"]
     ]

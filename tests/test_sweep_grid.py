@@ -344,3 +344,20 @@ def test_loader_errors_are_clear(tmp_path):
     """
     with pytest.raises(ValueError, match=r"'a'.*huge"):
         load_sweep(write_sweep(tmp_path, body, "bad_preset"))
+
+
+def test_sweep_presets(tmp_path):
+    fig3 = ROOT / "sweeps" / "fmnist_fig3.py"
+    full, demo = load_sweep(fig3), load_sweep(f"{fig3}:demo")
+    assert len(full) == 36 and len(demo) == 12
+    assert {run.sweep for run in demo} == {"fmnist_fig3:demo"}
+    # The same model trained the same way has the same id: the demo is a subset of the study.
+    assert {run.run_id for run in demo} < {run.run_id for run in full}
+    assert {run.name.split("-")[0] + "-" + run.name.split("-")[1] for run in demo} == {
+        "d26-w0.125", "d50-w0.125", "d26-w0.25"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="Unknown fmnist_fig3 preset 'huge'"):
+        load_sweep(f"{fig3}:huge")
+    plain = write_sweep(tmp_path, "def get_sweep():\n    return []\n", "plain")
+    with pytest.raises(ValueError, match="takes no preset"):
+        load_sweep(f"{plain}:demo")

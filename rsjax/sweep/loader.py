@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import importlib.util
+import inspect
 import pathlib
 from collections.abc import Sequence
 
@@ -46,21 +47,41 @@ def validate(runs: Sequence[Run], source: str = "sweep") -> None:
             raise ValueError(f"{source}: run {run.name!r}: {e}") from None
 
 
-def load_sweep(path: str | pathlib.Path) -> list[Run]:
-    """The validated runs of the sweep file at `path`; runs without a sweep name get the file's
-    stem ("sweeps/paper_fig3.py" -> "paper_fig3")."""
-    path = pathlib.Path(path)
+def split_preset(spec: str | pathlib.Path) -> tuple[pathlib.Path, str | None]:
+    """'sweeps/fmnist_fig3.py:demo' -> (Path('sweeps/fmnist_fig3.py'), 'demo')."""
+    text = str(spec)
+    head, sep, preset = text.rpartition(":")
+    if sep and head.endswith(".py") and preset and "/" not in preset:
+        return pathlib.Path(head), preset
+    return pathlib.Path(text), None
+
+
+def load_sweep(spec: str | pathlib.Path) -> list[Run]:
+    """The validated runs of a sweep file, `PATH` or `PATH:PRESET` (`get_sweep(PRESET)`).
+
+    Runs without a sweep name get the file's stem ("sweeps/paper_fig3.py" -> "paper_fig3"), with
+    the preset appended when one is given ("fmnist_fig3:demo").
+    """
+    path, preset = split_preset(spec)
     if not path.is_file():
         raise FileNotFoundError(f"No sweep file {path}.")
     module = _import(path)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_sweep):
         raise ValueError(f"Sweep file {path} defines no get_sweep() function.")
-    runs = get_sweep()
+    if preset is None:
+        runs = get_sweep()
+    else:
+        try:
+            inspect.signature(get_sweep).bind(preset)
+        except TypeError:
+            raise ValueError(f"{path}: get_sweep() takes no preset (got {preset!r}).") from None
+        runs = get_sweep(preset)
+    name = path.stem if preset is None else f"{path.stem}:{preset}"
     if isinstance(runs, list | tuple):
         runs = [
-            dataclasses.replace(r, sweep=path.stem) if isinstance(r, Run) and not r.sweep else r
+            dataclasses.replace(r, sweep=name) if isinstance(r, Run) and not r.sweep else r
             for r in runs
         ]
-    validate(runs, source=str(path))
+    validate(runs, source=str(spec))
     return list(runs)
