@@ -13,7 +13,8 @@ Units: top1/top5 in percent (as the paper reports), error = 100 - top1; latency 
 train step at `batch` images; flops per image (multiply-adds x 2); memory in bytes.
 
 Latency is a property of the model, not of the run: every run of the same architecture,
-resolution, batch and device gets the median of the step times measured by those runs
+resolution, batch, device and compute settings (`MODEL_KEY`) gets the median of the step times
+measured by those runs
 (`latency`; each run's own median step time is kept in `run_latency`). Short runs that log no
 step time (fewer steps than two log intervals) thereby get their model's latency.
 """
@@ -67,7 +68,24 @@ ANALYSIS_COLUMNS = (
     "finished",
     "path",
 )
-MODEL_KEY = ("stage_sizes", "width_multiplier", "image_resolution", "batch", "device_kind")
+# What a train step's speed depends on: runs equal in all of these share one `latency`.
+MODEL_KEY = (
+    "stage_sizes",
+    "width_multiplier",
+    "image_resolution",
+    "batch",
+    "device_kind",
+    "num_devices",
+    "config.model.se_ratio",
+    "config.model.stem_stride",
+    "config.model.stem_downsample",
+    "config.model.conv_impl",
+    "config.model.scan_blocks",
+    "config.model.remat",
+    "config.model.dtype",
+    "config.mesh.model",
+    "config.fsdp",
+)
 
 
 @dataclasses.dataclass
@@ -276,7 +294,7 @@ def load(source: str | os.PathLike | Iterable) -> pd.DataFrame:
 
 def _model_latency(df: pd.DataFrame) -> pd.DataFrame:
     """Sets `latency` to the median `run_latency` of all runs of the same model and device."""
-    key = [k for k in MODEL_KEY if df[k].notna().any()]
+    key = [k for k in MODEL_KEY if k in df.columns and df[k].notna().any()]
     df = df.copy()
     if not key:
         df["latency"] = df["run_latency"]
