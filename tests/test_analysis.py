@@ -180,3 +180,36 @@ def test_cli_plot_and_report(tmp_path, capsys):
     assert "fig2 needs RESULTS" in capsys.readouterr().err
     assert cli.main(["plot", "fig3", str(table), "--out", str(tmp_path), "--cost", "mem"]) == 2
     assert "needs column(s) ['mem']" in capsys.readouterr().err
+
+
+def test_missing_base_and_uncomparable_resolutions_are_reported_not_crashed():
+    df = synthetic_grid()
+    no_base_at_24 = df[
+        ~((df["depth"] == 26) & (df["width_multiplier"] == 0.125) & (df["image_resolution"] == 24))
+    ]
+    table = analysis.compare_scaling(no_base_at_24, 3.5)
+    assert list(table["image_resolution"]) == [32, 40]  # 24 px has no common base
+    only_deeper = df[(df["width_multiplier"] == 0.125) & (df["image_resolution"] == 40)]
+    with_width = pd.concat([only_deeper, df[(df["image_resolution"] == 24)]])
+    table = analysis.compare_scaling(with_width, 3.5).set_index("image_resolution")
+    assert table.loc[40, "winner"] is None  # one curve only: no winner, and no NaN string
+    assert "nan" not in analysis.recommend(with_width)
+    no_base = df[~((df["depth"] == 26) & (df["width_multiplier"] == 0.125))]
+    no_base = no_base[no_base["depth"] > 26]  # the regime's base is now (50, 0.125) everywhere
+    assert set(analysis.compare_scaling(no_base, 3.5)["base_depth"]) == {50}
+    missing = df[~((df["depth"] == 26) & (df["width_multiplier"] == 0.125))]
+    with pytest.raises(ValueError, match="no run of its base model"):
+        analysis.scaling_curves(missing, 3.5)
+
+
+def test_speedup_sides_without_costs_and_misaligned_masks():
+    df = analysis.table7_results()
+    no_v100 = df.copy()
+    no_v100.loc[no_v100["family"] == "resnet_rs", "v100_latency_s"] = math.nan
+    with pytest.raises(ValueError, match="ours has no row with v100_latency_s"):
+        analysis.table7(no_v100)
+    ours = (df["family"] == "resnet_rs").iloc[::-1]  # same labels, other order: aligned by label
+    pairs = analysis.speedup_at_matched_accuracy(df, ours=ours, cost="tpuv3_latency_ms")
+    assert pairs["ours"].str.startswith("ResNet-RS").all()
+    with pytest.raises(ValueError, match="a mask of"):
+        analysis.speedup_at_matched_accuracy(df, ours=[True, False], cost="tpuv3_latency_ms")

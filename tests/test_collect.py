@@ -125,3 +125,16 @@ def test_cli_collect_writes_the_table_and_prints_the_summary(tmp_path, mixed_dir
     empty.mkdir()
     assert cli.main(["results", "collect", str(empty), "-o", str(out)]) == 2
     assert "no complete runs" in capsys.readouterr().err
+
+
+def test_schema_valid_but_malformed_records_are_counted_corrupt(tmp_path):
+    write(tmp_path / "good", run_record("00000001", 0.9))
+    bad = run_record("00000002", 0.9)
+    bad["config"]["num_epochs"] = "three"
+    write(tmp_path / "bad_epochs", bad)
+    bad = run_record("00000003", 0.9)
+    bad["metrics"]["ema_top1"] = [0.9]
+    write(tmp_path / "bad_metric", bad)
+    df = collect(tmp_path)
+    assert list(df["run_id"]) == ["00000001"]
+    assert df.attrs["summary"].counts()["corrupt"] == 2 and df.attrs["summary"].adds_up()

@@ -42,7 +42,7 @@ def plot(args: argparse.Namespace) -> int:
     elif args.figure == "fig4":
         fig = plots.fig4(df, cost=cost, quality=args.quality, paper_overlay=args.paper)
     else:
-        table = paper.table7(df)
+        table = paper.table7(df, costs={args.cost: args.cost} if args.cost else None)
         fig = plots.table7_figure(table)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for path in plots.save(fig, args.out, args.figure):

@@ -37,7 +37,13 @@ def _select(df: pd.DataFrame, which, role: str) -> pd.DataFrame:
                 f"{sorted(df['family'].dropna().unique())}."
             )
         return rows
-    rows = df[pd.Series(which, index=df.index).astype(bool)]
+    if isinstance(which, pd.Series):
+        mask = which.reindex(df.index, fill_value=False).astype(bool)
+    else:
+        mask = np.asarray(which, dtype=bool)
+        if mask.shape != (len(df),):
+            raise ValueError(f"{role}: a mask of {mask.shape} for a table of {len(df)} rows.")
+    rows = df[mask]
     if rows.empty:
         raise ValueError(f"{role} selects no rows.")
     return rows
@@ -69,6 +75,11 @@ def speedup_at_matched_accuracy(
     rows = complete_rows(df, [cost, quality], "speedup_at_matched_accuracy", minimum=2)
     ours_rows = _select(df, ours, "ours").loc[lambda x: x.index.isin(rows.index)]
     theirs_rows = _select(df, theirs, "theirs").loc[lambda x: x.index.isin(rows.index)]
+    for role, side in (("ours", ours_rows), ("theirs", theirs_rows)):
+        if side.empty:
+            raise ValueError(
+                f"speedup_at_matched_accuracy: {role} has no row with {cost} and {quality}."
+            )
     names = "name" if "name" in rows.columns else None
     label = (lambda r: r[names]) if names else (lambda r: str(r.name))
     pairs = []

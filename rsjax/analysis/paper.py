@@ -33,14 +33,17 @@ def table7(
     costs: dict[str, str] | None = None,
     tolerance: float = 0.2,
 ) -> pd.DataFrame:
-    """Table 7's view: each of our models with the accuracy-matched model of theirs (nearest
-    accuracy, within `tolerance` points; the paper's bold entries) and the speed-up per cost column.
+    """Table 7's view: for each of their models, our model(s) nearest in accuracy, kept when
+    within `tolerance` points (the pairs the paper prints in bold), with the speed-up per cost
+    column. Our models that are nobody's nearest match get no row.
 
     Returns one row per matched pair: ours, theirs, top1 of each, and `speedup_<hardware>` for
     each cost column (their cost / ours). Defaults to the paper's own Table 7.
     """
     df = table7_results() if df is None else df
     costs = TABLE7_COSTS if costs is None else costs
+    if not costs:
+        raise ValueError("table7 needs at least one cost column.")
     table = None
     for column, hardware in costs.items():
         pairs = speedup_at_matched_accuracy(

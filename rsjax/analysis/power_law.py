@@ -98,11 +98,12 @@ def trend_break(
     total squared residual of two separate log-log lines is kept and tested against one line
     (F-test, 2 extra parameters, Bonferroni-corrected over the splits). A break is reported when
     the test is significant at `alpha` and the upper points lie above the lower fit's
-    extrapolation.
+    extrapolation. Fewer than 2 * `min_points` points (or 5) are not tested: detected False and
+    p_value NaN.
     """
     log_x, log_y = _logs(df, x, y, "trend_break", minimum=2)
     n = len(log_x)
-    if n < 2 * min_points + 1:
+    if n < max(2 * min_points, 5):  # two segments of min_points, and an F-test with dof > 0
         return TrendBreak(False, math.nan, None, None, math.nan, math.nan)
     one_sse = _fit_logs(log_x, log_y)[2]
     best, tried = None, 0

@@ -15,7 +15,7 @@ def _regime_line(table: pd.DataFrame, regime: float) -> tuple[str, str | None]:
         f"{int(r.image_resolution)} px: {r.winner}"
         + ("" if np.isnan(r.accuracy_gap) else f" ({r.accuracy_gap:+.2f} pts depth-width)")
         for r in table.itertuples()
-        if r.winner is not None
+        if pd.notna(r.winner)
     )
     if decided.empty:
         return f"- {regime:g} epochs: depth and width scaling tie ({per_res}).", None
@@ -70,7 +70,10 @@ def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "top1") ->
         returns = resolution_returns(rows, cost, quality)
         for regime, group in returns.groupby("epochs"):
             steps = group.groupby(["from_resolution", "to_resolution"])["gain_per_doubling"]
-            medians = steps.median()
+            medians = steps.median().dropna()
+            if medians.empty:
+                lines.append(f"- {regime:g} epochs: the cost barely grows with resolution.")
+                continue
             text = ", ".join(f"{int(a)}->{int(b)} px {g:+.2f}" for (a, b), g in medians.items())
             trend = ""
             if len(medians) >= 2:

@@ -14,6 +14,8 @@ from rsjax.analysis.checks import complete_rows
 
 AXES = ("depth", "width_multiplier", "image_resolution", "epochs")
 TIE_POINTS = 0.05  # accuracy gaps below this many points at matched cost count as a tie
+# A resolution step whose cost grows less than this has no returns per cost (noise would divide).
+MIN_COST_RATIO = 1.05
 
 
 def regimes(df: pd.DataFrame) -> list[float]:
@@ -39,7 +41,9 @@ def scaling_curves(
     """Tidy points of the depth- and width-scaling curves at each resolution of a regime.
 
     Columns: epochs, image_resolution, strategy ("depth" | "width"), depth, width_multiplier,
-    cost, quality (means over repeated runs of one model), is_base. The base appears in both.
+    cost, quality (means over repeated runs of one model), is_base. The base (the regime's
+    shallowest depth at its narrowest width) appears in both; resolutions without a run of it
+    are left out.
     """
     rows = regime_rows(df, regime, [cost, quality], "scaling_curves")
     models = (
@@ -50,8 +54,11 @@ def scaling_curves(
         .rename(columns={cost: "cost", quality: "quality"})
     )
     curves = []
+    base_depth, base_width = models["depth"].min(), models["width_multiplier"].min()
     for _, at_res in models.groupby("image_resolution"):
-        base_depth, base_width = at_res["depth"].min(), at_res["width_multiplier"].min()
+        has_base = (at_res["depth"] == base_depth) & (at_res["width_multiplier"] == base_width)
+        if not has_base.any():
+            continue  # no common base at this resolution (yet): no curves to compare
         for strategy, along in (
             ("depth", at_res[at_res["width_multiplier"] == base_width].sort_values("depth")),
             ("width", at_res[at_res["depth"] == base_depth].sort_values("width_multiplier")),
@@ -62,6 +69,11 @@ def scaling_curves(
                 is_base=(along["depth"] == base_depth) & (along["width_multiplier"] == base_width),
             )
             curves.append(along)
+    if not curves:
+        raise ValueError(
+            f"scaling_curves: the {regime:g}-epoch regime has no run of its base model (depth "
+            f"{base_depth:g}, width {base_width:g}) at any resolution; the curves start there."
+        )
     columns = ["epochs", "image_resolution", "strategy", "depth", "width_multiplier"]
     return pd.concat(curves)[[*columns, "cost", "quality", "is_base"]].reset_index(drop=True)
 
@@ -95,7 +107,8 @@ def compare_scaling(
 
     The winner is the curve with the higher quality at matched cost, averaged over the cost
     range both curves cover (log-cost interpolation); gaps under `TIE_POINTS` are a tie. A
-    resolution without at least two points on both curves has no winner (winner None).
+    resolution without at least two points on both curves, or whose curves cover no common cost
+    range, has no winner (None).
 
     Returns one row per resolution: epochs, image_resolution, base_depth, base_width,
     depth_points, width_points, depth_gain and width_gain (quality points per doubling of cost),
@@ -132,6 +145,7 @@ def compare_scaling(
             }
         )
     table = pd.DataFrame(out)
+    table["winner"] = pd.Series([row["winner"] for row in out], dtype=object)
     if table["winner"].isna().all():
         count = len(regime_rows(df, regime, [cost, quality], "compare_scaling"))
         raise ValueError(
@@ -149,7 +163,8 @@ def resolution_returns(
 
     Returns one row per consecutive pair of resolutions of the same (epochs, depth, width):
     from_resolution, to_resolution, delta_quality (points), cost_ratio, gain_per_doubling
-    (points per 2x cost), gain_per_cost (points per unit of `cost`).
+    (points per 2x cost), gain_per_cost (points per unit of `cost`); both NaN when the cost grew
+    by less than `MIN_COST_RATIO` (a ratio near 1 would turn timing noise into huge returns).
 
     Raises:
       ValueError: no model was run at two or more resolutions.
@@ -165,6 +180,7 @@ def resolution_returns(
         ):
             ratio = b[cost] / a[cost]
             delta = b[quality] - a[quality]
+            grew = ratio >= MIN_COST_RATIO
             out.append(
                 {
                     **dict(zip(keys, key, strict=True)),
@@ -172,14 +188,14 @@ def resolution_returns(
                     "to_resolution": b["image_resolution"],
                     "delta_quality": delta,
                     "cost_ratio": ratio,
-                    "gain_per_doubling": delta / math.log2(ratio) if ratio != 1 else math.nan,
-                    "gain_per_cost": delta / (b[cost] - a[cost]) if ratio != 1 else math.nan,
+                    "gain_per_doubling": delta / math.log2(ratio) if grew else math.nan,
+                    "gain_per_cost": delta / (b[cost] - a[cost]) if grew else math.nan,
                 }
             )
     if not out:
+        resolutions = sorted(rows["image_resolution"].unique().tolist())
         raise ValueError(
             "resolution_returns needs a model (depth, width, epochs) run at two or more "
-            f"resolutions; the table has resolutions {sorted(rows['image_resolution'].unique())} "
-            "with no model at more than one."
+            f"resolutions; the table has resolutions {resolutions} with no model at more than one."
         )
     return pd.DataFrame(out)

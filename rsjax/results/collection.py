@@ -173,7 +173,8 @@ def collect(
         summary.files += 1
         try:
             record = read_result(path)
-        except (ValueError, OSError, UnicodeDecodeError) as e:
+            row = flatten(record, path)
+        except (ValueError, TypeError, AttributeError, OSError, UnicodeDecodeError) as e:
             summary.corrupt.append((os.fspath(path), str(e)))
             continue
         status = record["status"]
@@ -181,7 +182,6 @@ def collect(
             kind = "partial" if status == "running" else status
             summary.skipped.setdefault(kind, []).append(os.fspath(path))
             continue
-        row = flatten(record, path)
         age = (row["finished"] or "", row["started"] or "", _mtime(path))
         previous = newest.get(row["run_id"])
         if previous is None or age > previous[0]:
