@@ -233,7 +233,7 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
         "memory": profile.get("compiled_peak_bytes"),
         "top1": top1,
         "top5": _percent(metrics.get("ema_top5" if ema else "top5")),
-        "error": None if top1 is None else 100.0 - top1,
+        "error": None if top1 is None else round(100.0 - top1, 6),
         "raw_top1": _percent(metrics.get("top1")),
         "raw_top5": _percent(metrics.get("top5")),
         "weights": "ema" if ema else "raw",
@@ -323,7 +323,7 @@ def _flatten_dict(tree: dict, prefix: str) -> dict:
 
 
 def _percent(fraction: float | None) -> float | None:
-    return None if fraction is None else 100.0 * float(fraction)
+    return None if fraction is None else round(100.0 * float(fraction), 6)  # no 87.8399999
 
 
 def _split_glob(text: str) -> tuple[str, str]:
