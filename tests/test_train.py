@@ -336,3 +336,11 @@ def test_train_step_on_mock_imagenet_batches(tmp_path):
     state, metrics = jit_train_step(model, tx, 0.1, 0.9999)(state, batch)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
     assert float(metrics["loss"]) == pytest.approx(np.log(1000), rel=0.1)
+
+
+def test_a_run_shorter_than_two_log_intervals_still_times_its_steps(small_fmnist, tmp_path):
+    """Timing starts after the first (compiling) step, so one log interval is enough."""
+    config = tiny_config(small_fmnist, num_train_steps=5, log_every_steps=50)
+    trainer.train_and_evaluate(config, tmp_path)
+    record = read_result(tmp_path / "result.json")
+    assert record["train"]["step_s"] > 0 and record["profile"]["images_per_s"] > 0

@@ -14,9 +14,9 @@ train step at `batch` images; flops per image (multiply-adds x 2); memory in byt
 
 Latency is a property of the model, not of the run: every run of the same architecture,
 resolution, batch, device and compute settings (`MODEL_KEY`) gets the median of the step times
-measured by those runs
-(`latency`; each run's own median step time is kept in `run_latency`). Short runs that log no
-step time (fewer steps than two log intervals) thereby get their model's latency.
+measured by those runs (`latency`; each run's own median step time is kept in `run_latency`). Runs
+that recorded no step time (records written before the trainer timed from the end of the first
+step had none for runs shorter than two log intervals) thereby get their model's latency.
 """
 
 import dataclasses

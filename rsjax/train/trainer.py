@@ -366,12 +366,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 step += 1
                 pending.append((step, metrics))
                 last = step == total_steps
+                if step == start_step + 1 and not last and step % config.log_every_steps:
+                    # The first step compiles: time the rest from its end, so that every log
+                    # interval (even the only one of a short run) measures steps alone.
+                    jax.block_until_ready(metrics)
+                    last_log_time, last_log_step = time.time(), step
                 if step % config.log_every_steps == 0 or last:
                     summary = flush_pending()
                     now = time.time()
                     interval_s = max(now - last_log_time, 1e-9)
                     images_per_s = (step - last_log_step) * config.global_batch_size / interval_s
-                    if last_log_step > start_step:  # the first interval includes compilation
+                    if last_log_step > start_step:  # an interval from the resume step compiles
                         step_times.append(interval_s / (step - last_log_step))
                     last_log_time, last_log_step = now, step
                     summary["images_per_s"] = images_per_s
