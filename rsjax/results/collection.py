@@ -20,7 +20,6 @@ step had none for runs shorter than two log intervals) thereby get their model's
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from etils import epath
 
 from rsjax.models.layouts import layer_count
 from rsjax.results.schema import RESULT_FILE, read_result
+from rsjax.sweep.grid import content_id
 
 ROW_STATUSES = ("complete",)
 SEARCH_DEPTH = 3
@@ -252,8 +252,7 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
 
 def config_id(config: dict) -> str:
     """8 hex digits identifying a run config (for records written outside a sweep)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return content_id(config)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> epath.Path:

@@ -66,9 +66,13 @@ class Run:
     @property
     def run_id(self) -> str:
         """8 hex digits of sha256 over the canonical JSON of base and overrides (not the name)."""
-        payload = {"base": self.base, "overrides": _canonical(dict(self.overrides))}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:8]
+        return content_id({"base": self.base, "overrides": _canonical(dict(self.overrides))})
+
+
+def content_id(payload: Any) -> str:
+    """8 hex digits of sha256 over the canonical (sorted, compact) JSON of `payload`."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def product(**axes: Iterable[Any]) -> list[dict[str, Any]]:
