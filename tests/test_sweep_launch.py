@@ -143,8 +143,8 @@ def test_killed_launcher_relaunch_finishes_without_redoing(small_fmnist, tmp_pat
         "from rsjax.sweep import Run\n"
         f"DATA = {data!r}\n"
         "def get_sweep():\n"
-        "    return [Run(f'w{w}', {**DATA, 'model.width_multiplier': w}, 'fashion_mnist:tiny')\n"
-        "            for w in (0.125, 0.25)]\n"
+        "    return [Run(f's{n}', {**DATA, 'num_train_steps': n}, 'fashion_mnist:tiny')\n"
+        "            for n in (30, 40)]\n"
     )
     workdir = tmp_path / "sweep"
     argv = [
@@ -157,27 +157,34 @@ def test_killed_launcher_relaunch_finishes_without_redoing(small_fmnist, tmp_pat
         "--workdir",
         str(workdir),
     ]
-    first = subprocess.Popen(argv, cwd=REPO, start_new_session=True)
+    # Cache every compilation (tiny programs compile in under the default 1 s threshold).
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    first = subprocess.Popen(argv, cwd=REPO, start_new_session=True, env=env)
     deadline = time.time() + 600
     while time.time() < deadline:
-        done = workdir / "w0.125" / "result.json"
+        done = workdir / "s30" / "result.json"
         if done.exists() and read_result(done)["status"] in ("complete", "failed"):
             break
         time.sleep(1)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert read_result(workdir / "w0.125" / "result.json")["status"] == "complete"
-    finished_at = (workdir / "w0.125" / "result.json").stat().st_mtime
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert read_result(workdir / "s30" / "result.json")["status"] == "complete"
+    finished_at = (workdir / "s30" / "result.json").stat().st_mtime
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already done: 1" in result.stdout
-    assert (workdir / "w0.125" / "result.json").stat().st_mtime == finished_at
-    record = read_result(workdir / "w0.25" / "result.json")
-    assert record["status"] == "complete" and record["name"] == "w0.25"
+    assert (workdir / "s30" / "result.json").stat().st_mtime == finished_at
+    record = read_result(workdir / "s40" / "result.json")
+    assert record["status"] == "complete" and record["name"] == "s40"
     assert (
-        record["run_id"]
-        == Run("w0.25", {**data, "model.width_multiplier": 0.25}, "fashion_mnist:tiny").run_id
+        record["run_id"] == Run("s40", {**data, "num_train_steps": 40}, "fashion_mnist:tiny").run_id
     )
+    # The two runs differ only in length: the second loaded the first's compiled programs from
+    # the sweep's persistent cache (the schedule is an argument of the step, not a constant).
+    cache = workdir / ".jax_cache"
+    for program in ("jit_step_with_schedule", "jit_eval_step", "jit_create_train_state"):
+        assert len(list(cache.glob(f"{program}-*"))) == 1, sorted(p.name for p in cache.iterdir())
 
 
 # --- Cloud TPU VM launcher, against a fake gcloud that records its argv ----------------------

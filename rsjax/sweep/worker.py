@@ -3,7 +3,8 @@
 DIR/run.json names the run (written by the launcher). The worker takes the run's lock first and
 exits with `state.LOCKED_EXIT_CODE` if another process holds it, or 0 at once if the run is
 already done; otherwise it trains with `rsjax.train.train_and_evaluate` (which resumes from DIR's
-checkpoints) and stamps the run's id and sweep into DIR/result.json.
+checkpoints) and stamps the run's id and sweep into DIR/result.json. The runs of a sweep share
+a persistent XLA compilation cache in DIR/../.jax_cache ($JAX_COMPILATION_CACHE_DIR wins).
 """
 
 import argparse
@@ -15,6 +16,8 @@ import traceback
 from rsjax.results.schema import RESULT_FILE, read_result, write_result
 from rsjax.sweep import state
 from rsjax.sweep.grid import Run, build_config
+
+CACHE_DIR = ".jax_cache"  # in the sweep's workdir
 
 
 def _stamp(run_dir: pathlib.Path, run: Run) -> None:
@@ -35,6 +38,9 @@ def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
         if state.is_done(run_dir, profile_only):
             return 0
         config = build_config(run)
+        from rsjax.train import compilation
+
+        compilation.use_persistent_cache(run_dir.parent / CACHE_DIR)
         try:
             if profile_only:
                 from rsjax.train import profile_run

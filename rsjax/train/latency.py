@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from rsjax.train import optim, sharding
+from rsjax.train import compilation, optim, sharding
 from rsjax.train.state import create_train_state
 from rsjax.train.step import train_step
 
@@ -63,7 +63,7 @@ def jit_train_step(
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
-    return jax.jit(init, out_shardings=state_shardings), jitted_step, state_shardings
+    return compilation.jit_once(init, out_shardings=state_shardings), jitted_step, state_shardings
 
 
 def measure_step(

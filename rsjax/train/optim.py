@@ -4,6 +4,8 @@ import re
 from typing import Any
 
 import flax
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -16,15 +18,39 @@ def peak_learning_rate(base_lr: float, global_batch: int) -> float:
     return base_lr * global_batch / 256
 
 
-def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to `peak_lr` over `warmup_steps`, then cosine decay to 0 at the end."""
+@flax.struct.dataclass
+class WarmupCosineSchedule:
+    """Linear warmup from 0 to `peak_lr` over `warmup_steps`, then cosine decay to 0 at
+    `total_steps` (optax's warmup_cosine_decay_schedule with init and end 0).
+
+    A pytree of three scalars: passed to a jitted step as an argument, it is traced, so runs
+    that differ only in their length or peak rate share one compiled step.
+    """
+
+    peak_lr: Any
+    warmup_steps: Any
+    total_steps: Any
+
+    def __call__(self, step: Any) -> jax.Array:
+        step = jnp.asarray(step, jnp.float32)
+        warmup = jnp.asarray(self.warmup_steps, jnp.float32)
+        decay_steps = jnp.maximum(jnp.asarray(self.total_steps, jnp.float32) - warmup, 1.0)
+        ramp = step / jnp.maximum(warmup, 1.0)
+        progress = jnp.clip(step - warmup, 0.0, decay_steps) / decay_steps
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.asarray(self.peak_lr, jnp.float32) * jnp.where(step < warmup, ramp, cosine)
+
+
+def learning_rate_schedule(
+    peak_lr: float, total_steps: int, warmup_steps: int
+) -> WarmupCosineSchedule:
+    """Linear warmup from 0 to `peak_lr` over `warmup_steps` (at most total - 1), then cosine
+    decay to 0 at `total_steps`."""
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=peak_lr,
-        warmup_steps=warmup_steps,
-        decay_steps=max(total_steps, 1),
-        end_value=0.0,
+    return WarmupCosineSchedule(
+        peak_lr=jnp.float32(peak_lr),
+        warmup_steps=jnp.int32(warmup_steps),
+        total_steps=jnp.int32(max(total_steps, 1)),
     )
 
 

@@ -25,7 +25,7 @@ import rsjax
 from rsjax import profiling
 from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import write_result
-from rsjax.train import checkpoint, optim, sharding
+from rsjax.train import checkpoint, compilation, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
 from rsjax.train.step import eval_step, train_step
 
@@ -278,7 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         ),
     )
     if restored is None:
-        state = jax.jit(init_fn, out_shardings=state_shardings)(jax.random.key(config.seed))
+        init = compilation.jit_once(init_fn, out_shardings=state_shardings)
+        state = init(jax.random.key(config.seed))
         start_step = 0
     else:
         state, start_step = restored
@@ -288,18 +289,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     repl = sharding.replicated(mesh)
     batch_sh = sharding.batch_sharding(mesh)
-    p_train_step = jax.jit(
-        functools.partial(
-            train_step,
+    schedule = jax.device_put(schedule, repl)
+
+    def step_with_schedule(
+        state: TrainState, batch: dict, schedule: optim.WarmupCosineSchedule
+    ) -> tuple[TrainState, dict]:
+        # The schedule is an argument, not a constant: one compiled step serves every run length.
+        return train_step(
+            state,
+            batch,
             model=model,
-            tx=tx,
+            tx=optim.make_optimizer(config.optim, schedule),
             schedule=schedule,
             seed=config.seed,
             label_smoothing=config.label_smoothing,
             ema=config.ema_decay,
             ema_warmup=config.ema_warmup,
-        ),
-        in_shardings=(state_shardings, batch_sh),
+        )
+
+    p_train_step = jax.jit(
+        step_with_schedule,
+        in_shardings=(state_shardings, batch_sh, repl),
         out_shardings=(state_shardings, repl),
         donate_argnums=0,
     )
@@ -362,7 +372,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             step = start_step
             while step < total_steps:
                 host_batch = next(train_iter)
-                state, metrics = p_train_step(state, sharding.global_batch(host_batch, mesh))
+                state, metrics = p_train_step(
+                    state, sharding.global_batch(host_batch, mesh), schedule
+                )
                 step += 1
                 pending.append((step, metrics))
                 last = step == total_steps

@@ -1,0 +1,44 @@
+"""Compilation policy: cheap compiles for programs that run once, and the persistent XLA cache.
+
+- `jit_once(fn, **jit_kwargs)`: jit for a program called once per run (the state initialiser).
+  On CPU it compiles at XLA backend optimisation level 0: the initialiser of a small ResNet-RS
+  (dozens of threefry-based initialisers) compiles in 13.2 s at the default level and 3.8 s at
+  level 0 on the 2-core CPU, and it runs for milliseconds either way. Other backends compile it
+  as usual.
+- `use_persistent_cache(directory)`: JAX's on-disk compilation cache, so that processes that
+  compile the same program (a sweep's runs of one model at one resolution, a resumed run) load
+  it instead of compiling. The trainer passes the learning-rate schedule as an argument of the
+  step (`rsjax.train.optim.WarmupCosineSchedule`), so runs that differ only in their length
+  share one compiled step. `JAX_COMPILATION_CACHE_DIR` set in the environment takes precedence.
+"""
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_ONE_SHOT_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
+def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
+    """`jax.jit(fn, **jit_kwargs)` compiled for speed of compilation where that matters (CPU).
+
+    The returned function lowers and compiles on every call: call it once.
+    """
+    jitted = jax.jit(fn, **jit_kwargs)
+
+    def call(*args: Any) -> Any:
+        options = _ONE_SHOT_OPTIONS.get(jax.default_backend())
+        return jitted.lower(*args).compile(compiler_options=options)(*args)
+
+    return call
+
+
+def use_persistent_cache(directory: str | os.PathLike) -> str:
+    """Turns on JAX's persistent compilation cache in `directory` (or in $JAX_COMPILATION_CACHE_DIR
+    when that is set) and returns the directory used. Call it before the first compilation."""
+    directory = os.environ.get(CACHE_ENV) or os.fspath(directory)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
