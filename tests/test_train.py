@@ -88,7 +88,8 @@ def test_coupled_weight_decay_adds_wd_times_w_before_momentum():
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
     # Nesterov momentum of a first gradient g: -(1 + momentum) * g.
-    np.testing.assert_allclose(updates["conv"]["kernel"], -(1 + 0.9) * 4e-5 * np.ones(3), rtol=1e-6)
+    expected = -(1 + config.momentum) * config.weight_decay * np.ones(3)
+    np.testing.assert_allclose(updates["conv"]["kernel"], expected, rtol=1e-6)
     np.testing.assert_array_equal(updates["bn1"]["scale"], np.zeros(3))
 
 
