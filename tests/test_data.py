@@ -64,6 +64,19 @@ def test_train_batches_are_deterministic_and_resume_exactly(small_fmnist):
     assert len(epoch0) == 256
 
 
+def test_train_batches_stop_after_the_epoch_of_end_step(small_fmnist):
+    data = fmnist_data(small_fmnist, randaugment_magnitude=0.0)
+    builder = input_pipeline.get_builder(data)
+    kwargs = dict(seed=3, local_batch=32)  # 8 steps per epoch
+    endless = take(input_pipeline.train_batches(builder, data, **kwargs), 10)
+    bounded = list(input_pipeline.train_batches(builder, data, end_step=10, **kwargs))
+    assert len(bounded) == 16  # epochs 0 and 1, nothing prepared beyond
+    for a, b in zip(endless, bounded, strict=False):
+        np.testing.assert_array_equal(a["images"], b["images"])
+    resumed = list(input_pipeline.train_batches(builder, data, start_step=5, end_step=8, **kwargs))
+    assert len(resumed) == 3
+
+
 def test_train_batches_are_normalised(small_fmnist):
     data = fmnist_data(small_fmnist)
     builder = input_pipeline.get_builder(data)

@@ -10,9 +10,7 @@ Each process reads its own slice of every split (`tfds.split_for_jax_process`) a
 batches; `rsjax.train.sharding` turns them into global `jax.Array`s.
 """
 
-import concurrent.futures
 import contextlib
-import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -99,11 +97,15 @@ def train_batches(
     seed: int,
     local_batch: int,
     start_step: int = 0,
+    end_step: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[Batch]:
-    """Endless host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b]
-    int32}."""
+    """Host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b] int32}.
+
+    Endless when `end_step` is None; otherwise the iterator stops at the end of the epoch that
+    holds step `end_step - 1`, and no later epoch is prepared.
+    """
     split = process_split(data.train_split, process_index, process_count, drop_remainder=True)
     per_process = split_size(builder, data.train_split, data.train_examples) // process_count
     per_epoch = per_process // local_batch
@@ -114,23 +116,13 @@ def train_batches(
         )
     epoch, offset = divmod(start_step, per_epoch)
 
-    def start(epoch: int, skip: int) -> Iterator[Batch]:
-        """Builds epoch `epoch`'s pipeline and waits for its first batch (the shuffle buffer
-        filled), so that the epoch is ready to stream."""
-        ds = _epoch_dataset(builder, split, data, seed, epoch, skip * local_batch, local_batch)
-        batches = iter(tfds.as_numpy(ds))
-        return itertools.chain([next(batches)], batches)
-
-    # Each epoch is built and primed in a background thread while the previous one is consumed:
-    # an epoch start (tracing the preprocessing, filling the shuffle buffer) otherwise stalls
-    # training for 0.5 s alone and 5-9 s when it competes with the train step for the cores.
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rsjax-next-epoch") as pool:
-        upcoming = pool.submit(start, epoch, offset)
-        while True:
-            current = upcoming.result()
-            upcoming = pool.submit(start, epoch + 1, 0)
-            yield from current
-            epoch += 1
+    while True:
+        yield from tfds.as_numpy(
+            _epoch_dataset(builder, split, data, seed, epoch, offset * local_batch, local_batch)
+        )
+        if end_step is not None and (epoch + 1) * per_epoch >= end_step:
+            return
+        epoch, offset = epoch + 1, 0
 
 
 def _epoch_dataset(

@@ -327,6 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         seed=config.seed,
         local_batch=local_batch,
         start_step=start_step,
+        end_step=total_steps,
         process_index=jax.process_index(),
         process_count=process_count,
     )
