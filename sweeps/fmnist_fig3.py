@@ -1,14 +1,14 @@
 """Figure 3 of Bello et al. (2021) scaled to Fashion-MNIST on a 2-core CPU.
 
 The paper scales depth (101-400) and width (1.0-2.0) at 128-320 px for 10, 100 and 350 epochs.
-Here, on the `fashion_mnist` base (28 px grayscale upsampled, 60k training images):
+Here, on the `fashion_mnist` base (28 px grayscale, resized per run, 60k training images):
   depth: ResNet-RS-26 and -50 block layouts ([2, 2, 2, 2], [3, 4, 6, 3]),
   width: 0.125 and 0.25,
   resolution: 24, 32 and 40 px (the paper's 128-320 px, scaled; 28 px is the source size),
   epochs: 0.1, 1 and 3.5 (the paper's 10 : 100 : 350 exactly, at 1/100).
 2 x 2 x 3 x 3 = 36 runs. Warmup is 10% of each run (the base's 0.5 epochs would be longer than
 the 0.1-epoch regime). Regularization: the paper adds RandAugment and dropout in its long regime
-because 350 epochs overfit; these runs do not (the `fashion_mnist` preset, trained 9 epochs,
+because 350 epochs overfit; these runs do not (a 9-epoch Fashion-MNIST run of this family at 40 px
 still has train top-1 on augmented batches about equal to test top-1), so every regime uses
 flips and mild crops (area 0.85-1) only, and the long regime adds label smoothing 0.1. Weight
 decay is the paper's 4e-5 (Appendix E), as in the committed results.

@@ -115,7 +115,6 @@ def train_batches(
             f"({local_batch})."
         )
     epoch, offset = divmod(start_step, per_epoch)
-
     while True:
         yield from tfds.as_numpy(
             _epoch_dataset(builder, split, data, seed, epoch, offset * local_batch, local_batch)

@@ -251,6 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         total_steps,
         round(config.optim.warmup_epochs * steps_per_epoch),
     )
+    # The optimiser state's structure does not depend on the schedule: this `tx` only
+    # initialises it; the step builds its own from the schedule it receives traced.
     tx = optim.make_optimizer(config.optim, schedule)
     init_fn = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
     abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
