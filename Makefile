@@ -14,6 +14,9 @@ REF_REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy==2.4.6
 
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
+# XLA:CPU maps fresh pages for every step's buffers; huge pages cut that cost (rsjax/hugepages.py).
+# The rsjax command sets this itself; pytest runs in-process, so the Makefile sets it there.
+HUGEPAGE_MALLOC := glibc.malloc.hugetlb=1
 
 .PHONY: help venv test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
 
@@ -35,7 +38,7 @@ $(VENV)/.installed: setup.py
 venv: $(VENV)/.installed
 
 test: venv
-	$(PY) -m pytest -q
+	GLIBC_TUNABLES=$(HUGEPAGE_MALLOC) $(PY) -m pytest -q
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet

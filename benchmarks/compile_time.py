@@ -18,6 +18,7 @@ import time
 import jax
 from common import build_model, emit, log, lower_train_step, spread
 
+from rsjax import hugepages
 from rsjax.models import BLOCK_LAYOUTS
 
 # The resolution each depth is trained at in Table 8 (largest), used when --resolution is 0.
@@ -85,4 +86,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
     main(sys.argv[1:])

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import build_model, emit, log, spread, time_calls
 
+from rsjax import hugepages
 from rsjax.models import conv as conv_lib
 from rsjax.models import layers
 
@@ -121,4 +122,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
     main()

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from common import build_model, emit, log, make_train_step, rate, spread, time_calls
 
+from rsjax import hugepages
 from rsjax.configs import imagenet as imagenet_config
 from rsjax.data import input_pipeline
 
@@ -138,4 +139,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
     main(sys.argv[1:])

@@ -14,6 +14,7 @@ import sys
 
 from common import build_model, emit, log, lower_train_step
 
+from rsjax import hugepages
 from rsjax.models import BLOCK_LAYOUTS
 from rsjax.models.resnet_rs import REMAT_POLICIES
 
@@ -91,4 +92,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
     main(sys.argv[1:])

@@ -33,6 +33,7 @@ from common import (
     time_calls,
 )
 
+from rsjax import hugepages
 from rsjax.profiling import flops_per_image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -164,4 +165,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
     main(sys.argv[1:])

@@ -54,6 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.mean = IMAGENET_MEAN
     c.data.std = IMAGENET_STD
     c.data.shuffle_buffer = 16_384
+    c.data.prefetch_batches = 4  # host batches prepared ahead of the train step
     c.data.threads = 0  # tf.data private thread pool (0: TF's default)
 
     c.optim = ml_collections.ConfigDict()

@@ -360,6 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     final_metrics: dict[str, float] = {}
     train_start = time.time()
     last_log_time, last_log_step = train_start, start_step
+    input_wait_s = checkpoint_s = 0.0  # seconds blocked on input / checkpoint saves per interval
 
     def flush_pending() -> dict[str, float]:
         """Fetches the metrics of the steps since the last flush; raises on a non-finite loss."""
@@ -374,7 +375,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         with _Preemption() as preemption:
             step = start_step
             while step < total_steps:
+                wait_start = time.time()
                 host_batch = next(train_iter)
+                input_wait_s += time.time() - wait_start
                 state, metrics = p_train_step(
                     state, sharding.global_batch(host_batch, mesh), schedule
                 )
@@ -395,6 +398,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                         step_times.append(interval_s / (step - last_log_step))
                     last_log_time, last_log_step = now, step
                     summary["images_per_s"] = images_per_s
+                    summary["input_wait_s"] = input_wait_s
+                    summary["checkpoint_s"] = checkpoint_s
+                    input_wait_s = checkpoint_s = 0.0
                     log.write(step, "train", summary)
                     if is_main and config.progress:
                         eta = (
@@ -421,7 +427,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
                     if pending:
                         flush_pending()  # never checkpoint a state with a non-finite loss
+                    save_start = time.time()
                     checkpoint.save(manager, step, state)
+                    checkpoint_s += time.time() - save_start
                 if preemption.requested and not last:
                     manager.wait_until_finished()
                     record.update(
