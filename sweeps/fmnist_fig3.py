@@ -48,7 +48,7 @@ PRESETS = {
 
 def schedule_and_regularization(epochs: float) -> dict:
     """Warmup as a fraction of the run; label smoothing in the long regime only; the paper's
-    weight decay (pinned: the `fashion_mnist` preset's own is tuned for its 25-epoch run)."""
+    weight decay (pinned: the `fashion_mnist` preset's own is tuned for its 28-epoch run)."""
     return {
         "optim.warmup_epochs": WARMUP_FRACTION * epochs,
         "optim.weight_decay": WEIGHT_DECAY,

@@ -118,3 +118,24 @@ def test_imagenet_pipeline_on_mock_data(tmp_path, preset, size):
     assert np.all((batch["labels"] >= 0) & (batch["labels"] < 1000))
     assert evals["images"].shape == (4, size, size, 3)
     assert np.isfinite(batch["images"]).all() and batch["images"].std() > 0.1
+
+
+def test_both_record_sources_resume_exactly(tmp_path, small_fmnist):
+    """TFRecord files are read directly; a mocked dataset (no files) goes through as_dataset."""
+    fmnist = fmnist_data(small_fmnist)
+    fmnist_builder = input_pipeline.get_builder(fmnist)
+    assert input_pipeline._RecordSource(fmnist_builder, "train").files is not None
+    data = imagenet_config.get_config("resnetrs50_i160").data
+    data.unlock()
+    data.image_size, data.train_examples = 64, 8
+    kwargs = dict(seed=1, local_batch=4)  # 2 steps per epoch
+    with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path)):
+        builder = input_pipeline.get_builder(data)
+        assert input_pipeline._RecordSource(builder, "train").files is None
+        full = take(input_pipeline.train_batches(builder, data, **kwargs), 4)
+        resumed = take(input_pipeline.train_batches(builder, data, start_step=1, **kwargs), 3)
+    for a, b in zip(full[1:], resumed, strict=True):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    epochs = [np.concatenate([b["labels"] for b in full[i : i + 2]]) for i in (0, 2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) and not np.array_equal(*epochs)

@@ -15,14 +15,25 @@ from rsjax.train.state import create_train_state
 from tests.conftest import TINY_KWARGS, jit_train_step
 
 STEPS = 3
-# fp32 tolerances. Losses agree to rounding (measured: bit-identical). The whole state (params,
-# BN statistics, momentum traces, EMAs) agrees to RTOL in relative L2 norm (measured 7e-5 for
-# 8x1): gradients of layers followed by BatchNorm are sums that cancel almost exactly, so the
-# sharded reductions' other summation order shows up at ~1e-3 relative in single momentum
-# entries after 3 steps at LR 0.1; LEAF_ATOL bounds every entry.
+# fp32 tolerances, relative L2 over each part of the state after STEPS steps at LR 0.1 (measured
+# worst case over the four meshes below in brackets). Losses agree to rounding (2e-7). Params and
+# their EMA (2.1e-5 on the 8x1 mesh, 7e-8 on 4x2): the sharded reductions sum the gradients in
+# another order, and the gradients of convolutions followed by BatchNorm are sums that cancel
+# almost exactly, so that rounding shows up at ~1e-3 relative in the stem's small leaves and is
+# carried by momentum. BN statistics (7e-8). Momentum traces (8.8e-4) hold the raw gradients,
+# where the cancellation is not yet diluted by the weights; LEAF_ATOL bounds every entry.
 LOSS_RTOL = 1e-6
-RTOL = 2e-4
+RTOL = {"params": 3e-5, "ema_params": 3e-5, "batch_stats": 1e-6, "ema_batch_stats": 1e-6}
+MOMENTUM_RTOL = 2e-3
 LEAF_ATOL = 1e-3
+
+
+def relative_l2(tree, ref_tree) -> float:
+    """||tree - ref_tree|| / ||ref_tree|| over all leaves, in float64."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)]
+    ref_leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(ref_tree)]
+    diff = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(leaves, ref_leaves, strict=True)))
+    return float(diff / np.sqrt(sum(np.sum(b**2) for b in ref_leaves)))
 
 
 def run(mesh, fsdp=False, group_size=0):
@@ -68,13 +79,14 @@ def test_sharded_steps_match_one_device(single_device, data, model, fsdp):
     losses, state = run(mesh, fsdp=fsdp)
     ref_losses, ref_state = single_device
     np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL)
-    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(state)]
-    ref_leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(ref_state)]
-    diff = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(leaves, ref_leaves, strict=True)))
-    norm = np.sqrt(sum(np.sum(b**2) for b in ref_leaves))
-    assert diff / norm < RTOL
-    for a, b in zip(leaves, ref_leaves, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=LEAF_ATOL)
+    errors = {part: relative_l2(getattr(state, part), getattr(ref_state, part)) for part in RTOL}
+    errors["opt_state"] = relative_l2(state.opt_state, ref_state.opt_state)
+    print(f"mesh {data}x{model} fsdp={fsdp}: relative L2 {errors}")
+    for part, rtol in RTOL.items():
+        assert errors[part] < rtol, (part, errors[part])
+    assert errors["opt_state"] < MOMENTUM_RTOL
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=LEAF_ATOL)
     kernel = state.params["c5_block0"]["conv3"]["kernel"]  # [1, 1, 8, 32]
     if model > 1:
         assert kernel.sharding.spec[-1] == "model"
