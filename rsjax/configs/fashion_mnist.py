@@ -9,6 +9,8 @@ Presets (`--config rsjax/configs/fashion_mnist.py:PRESET`):
 Other measurements (2-core CPU, 2026-11-24; batch 128, peak LR 0.1, EMA 0.999; since the
 huge-page malloc and the one-pipeline input of 2026-11-24, unless marked "before"):
   blocks 1-1-1-1, 30 epochs: 92.86% (EMA 92.99%) in 13 min 38 s, ~2290 images/s;
+  width 0.5, blocks 1-1-2-1, 24 epochs: 93.30% (EMA 93.25%) in 28 min, ~870 images/s: twice
+  the width buys nothing at 7x7 features in c2 (the stem's 4x downsampling is the likelier limit);
   before: blocks 1-1-1-1, 25 epochs: 92.97% (EMA 92.96%) in 17 min 6 s (~2 min of it input
   stalls at epoch starts); with a 10k shuffle buffer 26 epochs 92.79% (92.81%) in 17 min 2 s,
   24 epochs 92.41% (92.34%) in 16 min 46 s; 32 px, 20 epochs: 92.70% (92.64%);
