@@ -17,6 +17,7 @@ DEMO_DIR ?= runs/demo
 # XLA:CPU maps fresh pages for every step's buffers; huge pages cut that cost (rsjax/hugepages.py).
 # The rsjax command sets this itself; pytest runs in-process, so the Makefile sets it there.
 HUGEPAGE_MALLOC := glibc.malloc.hugetlb=1
+PYTEST := GLIBC_TUNABLES=$(HUGEPAGE_MALLOC) $(PY) -m pytest
 
 .PHONY: help venv test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
 
@@ -38,10 +39,10 @@ $(VENV)/.installed: setup.py
 venv: $(VENV)/.installed
 
 test: venv
-	GLIBC_TUNABLES=$(HUGEPAGE_MALLOC) $(PY) -m pytest -q
+	$(PYTEST) -q
 
 test-slow: venv
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
+	$(PYTEST) -q -m slow || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
 	$(MAKE) parity-slow
 
 $(REF_VENV)/.installed:
@@ -56,7 +57,7 @@ parity: venv $(REF_VENV)/.installed
 	  $(REF_VENV)/bin/python tests/parity/timm_reference.py --model $$m --out $(PARITY_DIR)/$$m.npz; \
 	  refs="$${refs}$(PARITY_DIR)/$$m.npz,"; \
 	done; \
-	RSJAX_TIMM_REFERENCES=$${refs} $(PY) -m pytest -q -s -m parity tests/test_timm_parity.py
+	RSJAX_TIMM_REFERENCES=$${refs} $(PYTEST) -q -s -m parity tests/test_timm_parity.py
 
 parity-slow:
 	$(MAKE) parity PARITY_MODELS="resnetrs50 resnetrs152"

@@ -121,12 +121,14 @@ def train_batches(
     epoch_examples = per_epoch * local_batch
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
-        """(epoch, position, record) of one epoch, in its own order; the resumed part only."""
-        ds = source.records(_seed_pair(seed, epoch, 1))
-        ds = ds.shuffle(data.shuffle_buffer, seed=_seed_pair(seed, epoch, 2)[0])
+        """(augmentation seed, position, record) of one epoch, in its own order; the resumed
+        part only."""
+        ds = source.records(_epoch_seed(seed, epoch, 1))
+        ds = ds.shuffle(data.shuffle_buffer, seed=_epoch_seed(seed, epoch, 2))
         ds = ds.take(epoch_examples).enumerate()
         ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(offset * local_batch, tf.int64), 0))
-        return ds.map(lambda position, record: (epoch, position, record))
+        augment_seed = _epoch_seed(seed, epoch, 3)
+        return ds.map(lambda position, record: (augment_seed, position, record))
 
     preprocess = dict(
         size=data.image_size,
@@ -139,9 +141,9 @@ def train_batches(
         std=tuple(data.std),
     )
 
-    def preprocess_example(epoch: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:
+    def preprocess_example(augment_seed: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:
         example = source.parse(record)
-        example_seed = tf.stack([_seed_pair(seed, epoch, 3)[0], position])
+        example_seed = tf.stack([augment_seed, position])
         image = augment.train_preprocess(example["image"], example_seed, **preprocess)
         return {"images": image, "labels": tf.cast(example["label"], tf.int32)}
 
@@ -151,15 +153,15 @@ def train_batches(
     return iter(tfds.as_numpy(ds.with_options(_options(data))))
 
 
-def _seed_pair(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
-    """[2] int64 seeds in [0, 2^31), a pure function of (seed, epoch, purpose) (Philox)."""
+def _epoch_seed(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
+    """An int64 seed in [0, 2^31), a pure function of (seed, epoch, purpose) (Philox)."""
     return tf.random.stateless_uniform(
         [2],
         seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 8 + purpose]),
         minval=0,
         maxval=2**31 - 1,
         dtype=tf.int64,
-    )
+    )[0]
 
 
 class _RecordSource:
@@ -177,15 +179,18 @@ class _RecordSource:
             instructions = builder.info.splits[split].file_instructions
         except KeyError:  # no split metadata (a mocked dataset)
             instructions = []
+        filenames = [os.fspath(i.filename) for i in instructions]
         self.files = None
+        # A mocked builder may list files it never wrote; a prepared one has all of them (one
+        # existence check, not one per shard: ImageNet has 1024 shards, on GCS each a round trip).
         if (
-            instructions
+            filenames
             and builder.info.file_format == tfds.core.FileFormat.TFRECORD
-            and all(tf.io.gfile.exists(os.fspath(i.filename)) for i in instructions)
+            and tf.io.gfile.exists(filenames[0])
         ):
             self.files = tf.data.Dataset.from_tensor_slices(
                 (
-                    [os.fspath(i.filename) for i in instructions],
+                    filenames,
                     np.array([i.skip for i in instructions], np.int64),
                     np.array([i.take for i in instructions], np.int64),
                 )
@@ -205,7 +210,7 @@ class _RecordSource:
         def read(filename: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> tf.data.Dataset:
             return tf.data.TFRecordDataset(filename).skip(skip).take(take)
 
-        return self.files.shuffle(self.num_files, seed=file_seed[0]).interleave(
+        return self.files.shuffle(self.num_files, seed=file_seed).interleave(
             read,
             cycle_length=min(16, self.num_files),
             num_parallel_calls=tf.data.AUTOTUNE,
