@@ -26,6 +26,14 @@ def test_jit_once_initialises_like_jit(tiny_model):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
+def test_jit_once_traces_under_eval_shape():
+    # The benchmarks lower the step for the initialiser's abstract state (eval_shape traces it).
+    double = compilation.jit_once(lambda x: {"twice": 2 * x})
+    abstract = jax.eval_shape(double, jax.ShapeDtypeStruct((3, 5), np.float32))
+    assert abstract["twice"].shape == (3, 5) and abstract["twice"].dtype == np.float32
+    np.testing.assert_array_equal(double(np.ones((2,), np.float32))["twice"], [2.0, 2.0])
+
+
 def test_schedule_is_a_step_argument_compiled_once():
     calls = []
 

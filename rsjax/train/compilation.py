@@ -25,11 +25,14 @@ _ONE_SHOT_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
     """`jax.jit(fn, **jit_kwargs)` compiled for speed of compilation where that matters (CPU).
 
-    The returned function lowers and compiles on every call: call it once.
+    The returned function lowers and compiles on every call: call it once. Under another
+    transformation (`jax.eval_shape`, an enclosing `jit`) it behaves as plain `jax.jit`.
     """
     jitted = jax.jit(fn, **jit_kwargs)
 
     def call(*args: Any) -> Any:
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
+            return jitted(*args)
         options = _ONE_SHOT_OPTIONS.get(jax.default_backend())
         return jitted.lower(*args).compile(compiler_options=options)(*args)
 
