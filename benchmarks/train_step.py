@@ -3,9 +3,12 @@
 Measures, per round and in turn: the real rsjax train step (`rsjax.train.step.train_step`: loss,
 gradients, SGD + weight decay, EMA) for each convolution implementation, rsjax inference, and
 timm's train step (forward, backward, SGD) and inference with the same batch, resolution and
-threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`). Prints
-one JSON line per measurement (images/s median, min, max over the rounds; achieved GFLOP/s with
-train = 3 x forward 2xMACs; fraction of the measured matmul peak) and a summary of ratios.
+threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`). Each
+contender runs --steps consecutive calls per round, as training does; the rounds alternate so
+that drifts of the machine hit every contender alike. Prints one JSON line per measurement
+(images/s median, min, max over all calls; the same over only the first call of each block,
+which pays for the switch from the other process; achieved GFLOP/s with train = 3 x forward
+2xMACs; fraction of the measured matmul peak) and a summary of ratios of the medians.
 
 Examples:
   .venv/bin/python benchmarks/train_step.py                       # RS-50, bs16, 160 px
@@ -59,8 +62,8 @@ class TimmWorker:
             raise RuntimeError("the timm worker exited; run `make .venv-ref/.installed` first")
         return json.loads(line)
 
-    def seconds(self, op: str) -> float:
-        return self.request(op=op, steps=1)["seconds"][0]
+    def seconds(self, op: str, steps: int) -> list[float]:
+        return self.request(op=op, steps=steps)["seconds"]
 
     def close(self) -> None:
         self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
@@ -79,6 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="measured rounds (>= 5)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
     parser.add_argument(
+        "--steps", type=int, default=3, help="consecutive calls per contender and kind per round"
+    )
+    parser.add_argument(
         "--conv_impls", default="matmul,xla", help="rsjax convolution implementations to time"
     )
     parser.add_argument(
@@ -87,8 +93,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="python of the torch + timm venv; empty to skip timm",
     )
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch < 1 or args.infer_batch < 1:
-        parser.error("--repeats, --batch and --infer_batch must be >= 1")
+    if min(args.repeats, args.batch, args.infer_batch, args.steps) < 1:
+        parser.error("--repeats, --batch, --infer_batch and --steps must be >= 1")
     if args.timm_python and not pathlib.Path(args.timm_python).exists():
         parser.error(f"{args.timm_python} does not exist: run `make .venv-ref/.installed`")
     return args
@@ -103,7 +109,8 @@ def main(argv: list[str]) -> None:
     peak = peak_gflops["median"]
 
     forward_flops = flops_per_image(build_model(args.model), args.resolution)
-    contenders = {}  # name -> {"train": fn, "infer": fn}; each call measures one step in seconds
+    # name -> {"train": fn, "infer": fn}; fn(n) runs n consecutive calls, returns their seconds.
+    contenders = {}
     for impl in [i for i in args.conv_impls.split(",") if i]:
         model = build_model(args.model, conv_impl=impl)
         init, step = make_train_step(model, args.batch, args.resolution)
@@ -112,8 +119,8 @@ def main(argv: list[str]) -> None:
         log(f"rsjax[{impl}]: state + first step {time.perf_counter() - start:.1f} s")
         infer = make_inference(model, args.infer_batch, args.resolution)
         contenders[f"rsjax[{impl}]"] = {
-            "train": lambda fn=step: time_calls(fn, 1)[0],
-            "infer": lambda fn=infer: time_calls(fn, 1)[0],
+            "train": lambda n, fn=step: time_calls(fn, n),
+            "infer": lambda n, fn=infer: time_calls(fn, n),
         }
     worker = None
     if args.timm_python:
@@ -121,15 +128,15 @@ def main(argv: list[str]) -> None:
             args.timm_python, model=args.model, infer_batch=args.infer_batch, **common
         )
         contenders["timm"] = {  # timed inside the worker, without the pipe
-            "train": lambda: worker.seconds("train"),
-            "infer": lambda: worker.seconds("infer"),
+            "train": lambda n: worker.seconds("train", n),
+            "infer": lambda n: worker.seconds("infer", n),
         }
 
     seconds = {(name, kind): [] for name in contenders for kind in ("train", "infer")}
     for round_index in range(args.warmup + args.repeats):
         for name, fns in contenders.items():
             for kind, fn in fns.items():
-                measured = fn()
+                measured = fn(args.steps)
                 if round_index >= args.warmup:
                     seconds[name, kind].append(measured)
         log(f"round {round_index + 1}/{args.warmup + args.repeats} done")
@@ -137,9 +144,9 @@ def main(argv: list[str]) -> None:
         worker.close()
 
     summary = {}
-    for (name, kind), times in seconds.items():
+    for (name, kind), blocks in seconds.items():
         batch = args.batch if kind == "train" else args.infer_batch
-        images_per_s = rate(batch, times)
+        images_per_s = rate(batch, [t for block in blocks for t in block])
         flops = (3 if kind == "train" else 1) * forward_flops
         gflops = images_per_s["median"] * flops / 1e9
         emit(
@@ -150,6 +157,8 @@ def main(argv: list[str]) -> None:
                 "batch": batch,
                 "resolution": args.resolution,
                 "images_per_s": images_per_s,
+                # The first call of each block, right after another contender ran.
+                "images_per_s_first_of_block": rate(batch, [block[0] for block in blocks]),
                 "gflops": gflops,
                 "peak_fraction": gflops / peak,
                 "versions": worker.versions if (worker and name == "timm") else None,

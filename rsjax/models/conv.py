@@ -7,11 +7,12 @@ Every implementation takes the same arguments and gives the same values (up to f
 
 Implementations:
   "xla":    `lax.conv_general_dilated` (what TPU and GPU are built for).
-  "matmul": 1x1 as a channel contraction (einsum); k x k as im2col (k^2 shifted, strided slices
-            concatenated on channels) followed by one matmul. Autodiff then computes the weight
-            gradient as patches^T @ dy from the saved patches, and the input gradient as col2im
-            (the transposed slices summed into the padded input). XLA:CPU's own weight-gradient
-            convolutions are several times slower than these matmuls (issue 6 measurements).
+  "matmul": 1x1 as a channel contraction; k x k as im2col (k^2 shifted, strided slices
+            concatenated on channels) followed by one contraction (`channel_matmul`). The weight
+            gradient is then patches^T @ dy from the saved patches, and autodiff computes the
+            input gradient as col2im (the transposed slices summed into the padded input).
+            XLA:CPU's own weight-gradient convolutions are several times slower than these
+            matmuls (issue 6 measurements).
   "auto":   "matmul" on CPU, "xla" on every other backend.
 """
 
@@ -62,14 +63,48 @@ def im2col(x: jax.Array, kernel_size: int, stride: int) -> jax.Array:
     return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
+@jax.custom_vjp
+def channel_matmul(x: jax.Array, weights: jax.Array) -> jax.Array:
+    """x [B, H, W, K] @ weights [K, D] -> [B, H, W, D], with a backward pass laid out for XLA:CPU.
+
+    Autodiff of the einsum is correct but slow on CPU: XLA transposes dy to [D, B*H*W] for the
+    weight gradient and fuses dy's whole producer chain (BatchNorm backward, ReLU mask, residual
+    sum) into that strided copy, once per consumer. The custom backward materialises dy once
+    (`optimization_barrier`) and computes the weight gradient as (dy^T @ x)^T, which XLA:CPU
+    runs without a separate transpose. RS-50 train step, 160 px, batch 16, 2-core CPU: 2.28 s
+    against 2.96 s (medians of 8). The values are those of autodiff up to fp32 rounding.
+    """
+    return jnp.einsum("bhwk,kd->bhwd", x, weights)
+
+
+def _channel_matmul_fwd(
+    x: jax.Array, weights: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return channel_matmul(x, weights), (x, weights)
+
+
+def _channel_matmul_bwd(
+    residuals: tuple[jax.Array, jax.Array], dy: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    x, weights = residuals
+    dy = jax.lax.optimization_barrier(dy)
+    dx = jnp.einsum("bhwd,kd->bhwk", dy, weights)
+    dy_t = jnp.transpose(dy.reshape(-1, dy.shape[-1]))  # [D, B*H*W]
+    dweights = jnp.dot(dy_t, x.reshape(-1, x.shape[-1])).T  # ([D, N] @ [N, K])^T = [K, D]
+    return dx, dweights
+
+
+channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
+
+
 def conv2d_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """The same convolution as `conv2d_xla`, as channel contractions (see the module doc)."""
     kernel_size, _, in_features, out_features = kernel.shape
     if kernel_size == 1:
-        return jnp.einsum("bhwc,cd->bhwd", x[:, ::stride, ::stride], kernel[0, 0])
+        return channel_matmul(x[:, ::stride, ::stride], kernel[0, 0])
     patches = im2col(x, kernel_size, stride)
     weights = kernel.reshape(kernel_size * kernel_size * in_features, out_features)
-    return jnp.einsum("bhwk,kd->bhwd", patches, weights)
+    return channel_matmul(patches, weights)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str = "auto") -> jax.Array:
