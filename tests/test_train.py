@@ -345,3 +345,13 @@ def test_a_run_shorter_than_two_log_intervals_still_times_its_steps(small_fmnist
     trainer.train_and_evaluate(config, tmp_path)
     record = read_result(tmp_path / "result.json")
     assert record["train"]["step_s"] > 0 and record["profile"]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("preset", ["default", "long", "tiny"])
+def test_fashion_mnist_presets_build_models_for_28px(preset):
+    from rsjax.train.trainer import build_model
+
+    config = fmnist_config.get_config(preset)
+    model = build_model(config)
+    assert model.min_image_size() <= config.data.image_size == 28
+    assert config.num_epochs > 0 or config.num_train_steps > 0
