@@ -17,8 +17,9 @@ huge-page malloc and the one-pipeline input of 2026-11-24, unless marked "before
   stalls at epoch starts); with a 10k shuffle buffer 26 epochs 92.79% (92.81%) in 17 min 2 s,
   24 epochs 92.41% (92.34%) in 16 min 46 s; 32 px, 20 epochs: 92.70% (92.64%);
   40 px, weight decay 4e-5, 9 epochs: 91.27% EMA in 11 min 33 s.
-Earlier: RS-26 at width 0.25 on 28 px with crops of 35-100% area, 8 epochs: 87.9% (15.6 min);
-`model.stem_stride=1` (14x14 features in c2) runs at ~400 images/s, too slow here.
+Earlier: RS-26 at width 0.25 on 28 px with crops of 35-100% area, 8 epochs: 87.9% (15.6 min).
+`model.stem_stride=1` (the long preset) ran at ~400 images/s before huge-page malloc, ~650 since
+(without RandAugment; ~450-600 with it, which also makes the input wait ~10% of the time).
 
 Command:
   rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
