@@ -1,13 +1,15 @@
-"""Where a ResNet-RS train step's convolution time goes: every conv layer, forward + backward.
+"""Where a ResNet-RS step's convolution time goes: every conv layer, forward + backward or forward.
 
 For each distinct convolution of the model (input shape, kernel, stride; counted by how often it
-occurs), times value-and-gradients (y, dx, dW from a given dy) for each implementation in
-`rsjax.models.conv`, and sums the times per layer group (stem, c2..c5) weighted by the count.
-Prints one JSON line per (layer, impl) and one per (group, impl), then the totals.
+occurs), times value-and-gradients (y, dx, dW from a given dy; `--mode train`) or the output
+alone (`--mode infer`) for each implementation in `rsjax.models.conv`, and sums the times per
+layer group (stem, c2..c5) weighted by the count. Prints one JSON line per (layer, impl) and one
+per (group, impl), then the totals.
 
 Examples:
   .venv/bin/python benchmarks/conv_layers.py                      # RS-50, bs16, 160 px
   .venv/bin/python benchmarks/conv_layers.py --impls=xla,matmul --repeats=7
+  .venv/bin/python benchmarks/conv_layers.py --mode infer --batch 32   # inference forward
   .venv/bin/python benchmarks/conv_layers.py --batch 128 --resolution 32 --channels 1 \
       --stage_sizes 1,1,1,1 --width 0.25          # the Fashion-MNIST default network
 Run it alone: on 2 cores anything else running skews every number.
@@ -53,7 +55,8 @@ def conv_shapes(model, batch: int, resolution: int, channels: int) -> list[tuple
     return found
 
 
-def time_layer(shape: ConvShape, impl: str, repeats: int) -> list[float]:
+def time_layer(shape: ConvShape, impl: str, repeats: int, mode: str = "train") -> list[float]:
+    """Seconds per call of one convolution: y, dx and dW ("train") or y alone ("infer")."""
     x_shape, k_shape, stride = shape
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
@@ -64,8 +67,10 @@ def time_layer(shape: ConvShape, impl: str, repeats: int) -> list[float]:
         y, vjp = jax.vjp(lambda a, b: conv_lib.conv2d(a, b, stride, impl), x, kernel)
         return (y, *vjp(y))
 
-    jax.block_until_ready(value_and_grads(x, kernel))
-    return time_calls(lambda: jax.block_until_ready(value_and_grads(x, kernel)), repeats)
+    run = value_and_grads if mode == "train" else jax.jit(conv_lib.conv2d, static_argnums=(2, 3))
+    args = (x, kernel) if mode == "train" else (x, kernel, stride, impl)
+    jax.block_until_ready(run(*args))
+    return time_calls(lambda: jax.block_until_ready(run(*args)), repeats)
 
 
 def main() -> None:
@@ -80,6 +85,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=3, help="input image channels")
     parser.add_argument("--impls", default=",".join(conv_lib.CONCRETE_CONV_IMPLS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--mode", choices=("train", "infer"), default="train", help="y, dx, dW or y alone"
+    )
     args = parser.parse_args()
     impls = args.impls.split(",")
     for impl in impls:
@@ -96,9 +104,10 @@ def main() -> None:
     totals = collections.defaultdict(float)
     for (group, shape), count in shapes.items():
         x_shape, k_shape, stride = shape
-        gflop = 3 * 2 * np.prod(x_shape[:3]) / stride**2 * np.prod(k_shape) / 1e9
+        passes = 3 if args.mode == "train" else 1
+        gflop = passes * 2 * np.prod(x_shape[:3]) / stride**2 * np.prod(k_shape) / 1e9
         for impl in impls:
-            seconds = time_layer(shape, impl, args.repeats)
+            seconds = time_layer(shape, impl, args.repeats, args.mode)
             median = statistics.median(seconds)
             totals[(group, impl)] += count * median
             emit(
@@ -110,6 +119,7 @@ def main() -> None:
                     "stride": stride,
                     "count": count,
                     "impl": impl,
+                    "mode": args.mode,
                     "ms": {k: v * 1e3 for k, v in spread(seconds).items()},
                     "gflop_per_s": gflop / median,
                 }

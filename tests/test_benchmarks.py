@@ -19,3 +19,12 @@ def test_make_train_step_runs(tiny_model):
     init, step = common.make_train_step(tiny_model, batch=2, resolution=32)
     init()
     assert len(common.time_calls(step, 3)) == 3
+
+
+def test_conv_layers_times_both_modes(tiny_model):
+    import conv_layers
+
+    shapes = conv_layers.conv_shapes(tiny_model, batch=2, resolution=32, channels=3)
+    assert shapes[0][0] == "stem" and len(shapes) > 8
+    for mode in ("train", "infer"):
+        assert len(conv_layers.time_layer(shapes[1][1], "matmul", repeats=2, mode=mode)) == 2
