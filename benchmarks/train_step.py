@@ -8,7 +8,8 @@ contender runs --steps consecutive calls per round, as training does; the rounds
 that drifts of the machine hit every contender alike. Prints one JSON line per measurement
 (images/s median, min, max over all calls; the same over only the first call of each block,
 which pays for the switch from the other process; achieved GFLOP/s with train = 3 x forward
-2xMACs; fraction of the measured matmul peak) and a summary of ratios of the medians.
+2xMACs; fraction of the measured matmul peak) and a summary: ratios of the medians, and ratios
+taken within each round (median, min, max over the rounds).
 
 Examples:
   .venv/bin/python benchmarks/train_step.py                       # RS-50, bs16, 160 px
@@ -20,6 +21,7 @@ Run it alone: on 2 cores anything else running skews every number.
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from common import (
     make_train_step,
     matmul_peak_gflops,
     rate,
+    spread,
     time_calls,
 )
 
@@ -170,7 +173,32 @@ def main(argv: list[str]) -> None:
         for (name, kind), value in summary.items()
         if name != "timm" and ("timm", kind) in summary
     }
-    emit({"kind": "summary", "matmul_peak_gflops": peak, "ratios": ratios})
+    emit(
+        {
+            "kind": "summary",
+            "matmul_peak_gflops": peak,
+            "ratios": ratios,
+            "ratios_within_rounds": round_ratios(seconds),
+        }
+    )
+
+
+def round_ratios(seconds: dict[tuple[str, str], list[list[float]]]) -> dict[str, dict]:
+    """Speed ratios against timm taken within each round (median call time of timm's block over
+    that of the contender's block), then their median, min and max over the rounds. Neighbouring
+    blocks share the machine's state, so these ratios drift less than a ratio of medians."""
+    ratios = {}
+    for (name, kind), blocks in seconds.items():
+        reference = seconds.get(("timm", kind))
+        if name == "timm" or not reference:
+            continue
+        ratios[f"{name}/timm {kind}"] = spread(
+            [
+                statistics.median(theirs) / statistics.median(ours)
+                for ours, theirs in zip(blocks, reference, strict=True)
+            ]
+        )
+    return ratios
 
 
 if __name__ == "__main__":

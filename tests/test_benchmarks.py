@@ -28,3 +28,16 @@ def test_conv_layers_times_both_modes(tiny_model):
     assert shapes[0][0] == "stem" and len(shapes) > 8
     for mode in ("train", "infer"):
         assert len(conv_layers.time_layer(shapes[1][1], "matmul", repeats=2, mode=mode)) == 2
+
+
+def test_round_ratios_compare_blocks_of_the_same_round():
+    import train_step
+
+    seconds = {
+        ("rsjax", "train"): [[2.0, 2.0, 2.2], [4.0, 4.0, 4.0]],
+        ("timm", "train"): [[1.0, 1.0, 1.0], [4.0, 4.0, 4.0]],
+        ("rsjax", "infer"): [[1.0]],  # no timm inference: no ratio
+    }
+    ratios = train_step.round_ratios(seconds)
+    assert set(ratios) == {"rsjax/timm train"}
+    assert ratios["rsjax/timm train"] == {"median": 0.75, "min": 0.5, "max": 1.0}
