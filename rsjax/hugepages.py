@@ -8,7 +8,8 @@ its mappings) 0.29 M faults, 8.6 s of system time and 2456 instead of 1807 train
 
 glibc reads `GLIBC_TUNABLES` once, at process start, so the `rsjax` command re-executes itself
 with the tunable added (`maybe_reexec`). Set `RSJAX_HUGEPAGE_MALLOC=0` to opt out; a tunable the
-user already set for `glibc.malloc.hugetlb` is kept as it is.
+user already set for `glibc.malloc.hugetlb` is kept as it is. A library caller's process cannot
+be re-executed: `rsjax.train.train_and_evaluate` logs `advice()` instead.
 """
 
 import os
@@ -47,6 +48,17 @@ def applicable(environ: dict[str, str] | None = None) -> bool:
         and environ.get(OPT_OUT, "1") != "0"
         and with_tunable(environ.get("GLIBC_TUNABLES")) is not None
         and _transparent_hugepages_available()
+    )
+
+
+def advice(environ: dict[str, str] | None = None) -> str | None:
+    """A one-line hint to start this process with huge-page malloc, or None if it has it (or
+    cannot use it, or opted out)."""
+    if not applicable(environ):
+        return None
+    return (
+        f"XLA:CPU steps page-fault less with GLIBC_TUNABLES={ENABLED} set before Python starts "
+        f"(the rsjax command sets it; {OPT_OUT}=0 silences this)."
     )
 
 

@@ -23,6 +23,13 @@ def test_not_applicable_when_opted_out_or_already_set():
     assert not hugepages.applicable({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
 
 
+def test_advice_only_when_the_tunable_would_help():
+    assert hugepages.advice({hugepages.OPT_OUT: "0"}) is None
+    assert hugepages.advice({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None
+    if hugepages.applicable({}):  # Linux, glibc, transparent huge pages on: this machine
+        assert hugepages.ENABLED in hugepages.advice({})
+
+
 def test_reexec_sets_the_tunable_once_and_keeps_argv():
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", hugepages.OPT_OUT)}
     code = (

@@ -22,7 +22,7 @@ from absl import logging
 from etils import epath
 
 import rsjax
-from rsjax import profiling
+from rsjax import hugepages, profiling
 from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import write_result
 from rsjax.train import checkpoint, compilation, optim, sharding
@@ -213,6 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     writes `workdir/result.json` (status "complete", or "failed" with the error).
     """
     validate_config(config)
+    if jax.default_backend() == "cpu" and (hint := hugepages.advice()):
+        logging.warning(hint)
     model = build_model(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     sharding.check_batch_divisible(config.global_batch_size, mesh)
