@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from rsjax.models import conv as conv_lib
-from rsjax.models.conv import CONV_IMPLS, conv2d, conv2d_matmul, conv2d_xla
+from rsjax.models.conv import CONV_IMPLS, conv2d, conv2d_im2col, conv2d_matmul, conv2d_xla
+
+MATMUL_FORMS = [conv2d_im2col, conv2d_matmul]  # pure contractions; XLA forward + contractions
 
 # fp32: both paths sum the same k*k*C_in products in different orders.
 RTOL = 1e-5
@@ -32,12 +34,13 @@ def _inputs(shape):
     return x, kernel
 
 
+@pytest.mark.parametrize("form", MATMUL_FORMS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_matmul_matches_xla_values(shape):
+def test_matmul_matches_xla_values(shape, form):
     x, kernel = _inputs(shape)
     stride = shape[-1]
     want = conv2d_xla(x, kernel, stride)
-    got = conv2d_matmul(x, kernel, stride)
+    got = form(x, kernel, stride)
     assert (
         got.shape
         == want.shape
@@ -46,8 +49,9 @@ def test_matmul_matches_xla_values(shape):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("form", MATMUL_FORMS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_matmul_matches_xla_gradients(shape):
+def test_matmul_matches_xla_gradients(shape, form):
     x, kernel = _inputs(shape)
     stride = shape[-1]
     cotangent = jax.random.normal(jax.random.key(1), conv2d_xla(x, kernel, stride).shape)
@@ -57,7 +61,7 @@ def test_matmul_matches_xla_gradients(shape):
             x, kernel
         )
 
-    (dx_want, dk_want), (dx_got, dk_got) = grads(conv2d_xla), grads(conv2d_matmul)
+    (dx_want, dk_want), (dx_got, dk_got) = grads(conv2d_xla), grads(form)
     np.testing.assert_allclose(dx_got, dx_want, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(dk_got, dk_want, rtol=RTOL, atol=1e-4)
 
@@ -83,19 +87,55 @@ def test_channel_matmul_backward_matches_autodiff(dtype):
         np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol * 10)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_xla_forward_takes_values_from_xla_and_gradients_from_im2col(stride):
+    x, kernel = _inputs((2, 9, 9, 5, 4, 3, stride))
+
+    def loss(fn):
+        return lambda a, b: jnp.sum(jnp.sin(fn(a, b, stride)))
+
+    np.testing.assert_array_equal(
+        conv_lib.conv2d_xla_forward(x, kernel, stride), conv2d_xla(x, kernel, stride)
+    )
+    # Under differentiation the value and gradients are conv2d_im2col's (to fp32 rounding), also
+    # under jit and jax.checkpoint (the remat policies wrap whole blocks).
+    for wrap in (lambda f: f, jax.jit, jax.checkpoint):
+        got = jax.value_and_grad(wrap(loss(conv_lib.conv2d_xla_forward)), argnums=(0, 1))(x, kernel)
+        want = jax.value_and_grad(loss(conv2d_im2col), argnums=(0, 1))(x, kernel)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)  # jit may reorder sums
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "in_features", "xla_forward"),
+    [
+        (3, conv_lib.XLA_FORWARD_MAX_DEPTH // 9, True),
+        (3, conv_lib.XLA_FORWARD_MAX_DEPTH // 9 + 1, False),
+        (1, 8, False),
+    ],
+)
+def test_matmul_forward_choice_by_patch_depth(kernel_size, in_features, xla_forward):
+    x = jax.random.normal(jax.random.key(2), (1, 5, 5, in_features))
+    kernel = jax.random.normal(jax.random.key(3), (kernel_size, kernel_size, in_features, 2))
+    got = conv2d_matmul(x, kernel, 1)
+    want = (conv2d_xla if xla_forward else conv2d_im2col)(x, kernel, 1)
+    np.testing.assert_array_equal(got, want)  # the same computation: bit-identical
+
+
 def test_matmul_is_not_trivially_equal():
     """The comparison can fail: a transposed kernel gives different values."""
     x, kernel = _inputs((2, 8, 8, 5, 5, 3, 1))
-    wrong = conv2d_matmul(x, jnp.transpose(kernel, (1, 0, 2, 3)), 1)
+    wrong = conv2d_im2col(x, jnp.transpose(kernel, (1, 0, 2, 3)), 1)
     assert np.abs(np.asarray(wrong) - np.asarray(conv2d_xla(x, kernel, 1))).max() > 1e-2
 
 
 def test_bfloat16_matmul_close_to_fp32():
     x, kernel = _inputs((2, 8, 8, 16, 8, 3, 2))
     want = conv2d_xla(x, kernel, 2)
-    got = conv2d_matmul(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 2)
-    assert got.dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0.05, atol=0.05)
+    for form in MATMUL_FORMS:
+        got = form(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 2)
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0.05, atol=0.05)
 
 
 def test_auto_is_matmul_on_cpu():
