@@ -6,17 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
 
 from rsjax.models import ResNetRS
 from rsjax.models.layers import GroupedBatchNorm
 from rsjax.train import sharding
-from rsjax.train.state import create_train_state
+from rsjax.train.state import averaged_variables, create_train_state
 from tests.conftest import TINY_KWARGS, jit_train_step
 
 STEPS = 3
 # fp32 tolerances, relative L2 over each part of the state after STEPS steps at LR 0.1 (measured
-# worst case over the four meshes below in brackets). Losses agree to rounding (2e-7). Params and
+# worst case over the tree-layout meshes in brackets). Losses agree to rounding (2e-7). Params and
 # their EMA (2.1e-5 on the 8x1 mesh, 7e-8 on 4x2): the sharded reductions sum the gradients in
 # another order, and the gradients of convolutions followed by BatchNorm are sums that cancel
 # almost exactly, so that rounding shows up at ~1e-3 relative in the stem's small leaves and is
@@ -36,12 +37,15 @@ def relative_l2(tree, ref_tree) -> float:
     return float(diff / np.sqrt(sum(np.sum(b**2) for b in ref_leaves)))
 
 
-def run(mesh, fsdp=False, group_size=0):
+def run(mesh, fsdp=False, group_size=0, layout="tree"):
     model = ResNetRS(
         **TINY_KWARGS, dropout_rate=0.2, stochastic_depth_rate=0.2, bn_group_size=group_size
     )
-    tx = optax.chain(optax.add_decayed_weights(4e-5), optax.sgd(0.1, momentum=0.9, nesterov=True))
-    init = lambda key: create_train_state(key, model, tx, (32, 32, 3))  # noqa: E731
+    sgd = optax.sgd(0.1, momentum=0.9, nesterov=True)
+    tx = optax.chain(
+        optax.add_decayed_weights(4e-5), optax.flatten(sgd) if layout == "flat" else sgd
+    )
+    init = lambda key: create_train_state(key, model, tx, (32, 32, 3), layout)  # noqa: E731
     abstract = jax.eval_shape(init, jax.random.key(0))
     state_sh = sharding.tree_shardings(abstract, mesh, fsdp=fsdp)
     state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
@@ -70,13 +74,34 @@ def single_device():
     return run(sharding.make_mesh(1, 1))
 
 
+def as_tree_layout(state):
+    """The state's EMAs and momentum trace as trees (the "flat" layout's vectors unraveled)."""
+    if state.layout == "tree":
+        return state
+    (trace,) = jax.tree.leaves(state.opt_state)
+    averaged = averaged_variables(state)
+    return state.replace(
+        opt_state=ravel_pytree(state.params)[1](trace),
+        ema_params=averaged["params"],
+        ema_batch_stats=averaged["batch_stats"],
+    )
+
+
 @pytest.mark.parametrize(
-    "data, model, fsdp", [(8, 1, False), (4, 2, False), (8, 1, True), (4, 2, True)]
+    "data, model, fsdp, layout",
+    [
+        (8, 1, False, "tree"),
+        (4, 2, False, "tree"),
+        (8, 1, True, "tree"),
+        (4, 2, True, "tree"),
+        (4, 2, True, "flat"),  # what the trainer runs on CPU; compared with the tree reference
+    ],
 )
-def test_sharded_steps_match_one_device(single_device, data, model, fsdp):
+def test_sharded_steps_match_one_device(single_device, data, model, fsdp, layout):
     assert jax.device_count() == 8
     mesh = sharding.make_mesh(data, model)
-    losses, state = run(mesh, fsdp=fsdp)
+    losses, state = run(mesh, fsdp=fsdp, layout=layout)
+    state = as_tree_layout(state)
     ref_losses, ref_state = single_device
     np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL)
     errors = {part: relative_l2(getattr(state, part), getattr(ref_state, part)) for part in RTOL}

@@ -75,6 +75,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
     c.fsdp = False
+    # "auto": momentum and EMAs as flat vectors on CPU (faster compiles), parameter-shaped trees
+    # elsewhere; the trainer records the resolved "flat" or "tree" (rsjax/train/state.py).
+    c.state_layout = "auto"
 
     c.log_every_steps = 100
     c.eval_every_epochs = 0.0  # 0: evaluate only at the end

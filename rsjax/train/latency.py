@@ -36,15 +36,18 @@ def jit_train_step(
     learning_rate: float = 0.1,
     label_smoothing: float = 0.1,
     ema_decay: float = 0.9999,
+    layout: str = "auto",
 ) -> tuple[Callable[[jax.Array], Any], Callable[[Any, dict], tuple[Any, dict]], Any]:
     """(init(key) -> state, step(state, batch) -> (state, metrics), state shardings), jitted.
 
     The step is the trainer's (`train_step`) at a constant learning rate, sharded over `mesh`
-    like the trainer's, with the state donated.
+    like the trainer's, with the state (in `layout`, see `rsjax.train.state`) donated.
     """
     schedule = optax.constant_schedule(learning_rate)
-    tx = optim.make_optimizer(optim_config, schedule)
-    init = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
+    tx = optim.make_optimizer(optim_config, schedule, layout)
+    init = functools.partial(
+        create_train_state, model=model, tx=tx, image_shape=image_shape, layout=layout
+    )
     abstract = jax.eval_shape(init, jax.random.key(0))
     state_shardings = sharding.tree_shardings(abstract, mesh, fsdp=fsdp)
     step = functools.partial(
@@ -76,13 +79,14 @@ def measure_step(
     steps: int,
     warmup: int,
     fsdp: bool = False,
+    layout: str = "auto",
 ) -> dict[str, Any]:
     """Compiles the train step for `global_batch` and times `steps` steps after `warmup`.
 
     Returns {"step_s" (median, seconds), "step_s_min", "step_s_max", "compile_s",
     "compiled_peak_bytes"}. Out-of-memory surfaces as the backend's error (RESOURCE_EXHAUSTED).
     """
-    init, step, _ = jit_train_step(model, optim_config, image_shape, mesh, fsdp=fsdp)
+    init, step, _ = jit_train_step(model, optim_config, image_shape, mesh, fsdp=fsdp, layout=layout)
     rng = np.random.default_rng(0)
     host = {
         "images": rng.standard_normal((global_batch, *image_shape)).astype(np.float32),
@@ -142,6 +146,7 @@ def profile_train_step(
     steps: int = 10,
     warmup: int = 2,
     fsdp: bool = False,
+    layout: str = "auto",
     measure: Measure = measure_step,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -166,6 +171,7 @@ def profile_train_step(
                 steps=steps,
                 warmup=warmup,
                 fsdp=fsdp,
+                layout=layout,
             )
             break
         except Exception as error:  # the backend's OOM type differs across platforms

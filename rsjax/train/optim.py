@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from rsjax.train.state import resolve_layout
+
 # BatchNorm modules are named bn1.., shortcut_bn: their scale and bias are never decayed.
 _BATCH_NORM_MODULE = re.compile(r"^(bn\d*|.*_bn)$")
 
@@ -63,10 +65,15 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(
-    optim: ml_collections.ConfigDict, schedule: optax.Schedule
+    optim: ml_collections.ConfigDict, schedule: optax.Schedule, layout: str = "tree"
 ) -> optax.GradientTransformation:
-    """L2 gradient term `weight_decay * w` (coupled, before momentum) then SGD with momentum."""
+    """L2 gradient term `weight_decay * w` (coupled, before momentum) then SGD with momentum.
+
+    With layout "flat" (see `rsjax.train.state`) the momentum trace is one raveled vector
+    (`optax.flatten`); the update is the same.
+    """
+    sgd = optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov)
     return optax.chain(
         optax.add_decayed_weights(optim.weight_decay, mask=weight_decay_mask),
-        optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov),
+        optax.flatten(sgd) if resolve_layout(layout) == "flat" else sgd,
     )

@@ -39,6 +39,7 @@ def profile_run(
         steps=steps,
         warmup=warmup,
         fsdp=config.fsdp,
+        layout=config.state_layout,
         log=log,
     )
     record = {

@@ -26,7 +26,7 @@ from rsjax import hugepages, profiling
 from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import write_result
 from rsjax.train import checkpoint, compilation, optim, sharding
-from rsjax.train.state import TrainState, create_train_state
+from rsjax.train.state import TrainState, create_train_state, resolve_layout
 from rsjax.train.step import eval_step, train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -83,6 +83,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}.")
     if config.data.image_size <= 0:
         raise ValueError(f"data.image_size must be > 0, got {config.data.image_size}.")
+
+
+def resolve_state_layout(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with `state_layout` "auto" resolved for this backend, so config.json
+    records the checkpoint's actual layout (a resume under another layout is then refused)."""
+    resolved = config.copy_and_resolve_references()
+    resolved.state_layout = resolve_layout(config.state_layout)
+    if config.is_locked:
+        resolved.lock()
+    return resolved
 
 
 def prepare_workdir(workdir: str | os.PathLike) -> epath.Path:
@@ -213,6 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     writes `workdir/result.json` (status "complete", or "failed" with the error).
     """
     validate_config(config)
+    config = resolve_state_layout(config)
     if jax.default_backend() == "cpu" and (hint := hugepages.advice()):
         logging.warning(hint)
     model = build_model(config)
@@ -255,8 +266,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     )
     # The optimiser state's structure does not depend on the schedule: this `tx` only
     # initialises it; the step builds its own from the schedule it receives traced.
-    tx = optim.make_optimizer(config.optim, schedule)
-    init_fn = functools.partial(create_train_state, model=model, tx=tx, image_shape=image_shape)
+    tx = optim.make_optimizer(config.optim, schedule, config.state_layout)
+    init_fn = functools.partial(
+        create_train_state,
+        model=model,
+        tx=tx,
+        image_shape=image_shape,
+        layout=config.state_layout,
+    )
     abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
     variables_shape = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
 
@@ -303,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             state,
             batch,
             model=model,
-            tx=optim.make_optimizer(config.optim, schedule),
+            tx=optim.make_optimizer(config.optim, schedule, config.state_layout),
             schedule=schedule,
             seed=config.seed,
             label_smoothing=config.label_smoothing,
