@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rsjax.models import conv as conv_lib
+from rsjax.models.batch_norm import BatchNorm
 
 Dtype = Any
 
@@ -82,13 +83,12 @@ def batch_norm(
             dtype=dtype,
             name=name,
         )
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train,
         momentum=momentum,
         epsilon=BN_EPSILON,
         scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
         dtype=dtype,
-        param_dtype=jnp.float32,
         name=name,
     )
 
