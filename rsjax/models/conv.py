@@ -25,6 +25,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rsjax.backend import resolve_auto
+
 CONCRETE_CONV_IMPLS = ("xla", "matmul")
 CONV_IMPLS = ("auto", *CONCRETE_CONV_IMPLS)
 
@@ -38,11 +40,7 @@ XLA_FORWARD_MAX_DEPTH = 2304
 
 def resolve_impl(impl: str) -> str:
     """The concrete implementation ("xla" or "matmul") that `impl` means on the default backend."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}.")
-    if impl == "auto":
-        return "matmul" if jax.default_backend() == "cpu" else "xla"
-    return impl
+    return resolve_auto(impl, CONV_IMPLS, on_cpu="matmul", elsewhere="xla", what="conv impl")
 
 
 def conv2d_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:

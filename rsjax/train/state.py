@@ -6,8 +6,8 @@ Two layouts hold the same numbers:
   "flat": the momentum trace (`optax.flatten`) and the EMAs are single 1-D vectors, in
           `jax.flatten_util.ravel_pytree` order. The step then updates them with a handful of
           fused loops instead of several small kernels per parameter, which XLA:CPU compiles
-          much faster: the RS-50 train step compiles in about 11 s instead of 17 s here
-          (`benchmarks/compile_time.py`, README "Compile time").
+          faster: RS-50's train step has 1746 kernels instead of 2810, and compiled in a median
+          14.3 s instead of 14.9 s in an interleaved A/B (README "Compile time").
   "auto": "flat" on CPU, "tree" on every other backend.
 The layout is part of a checkpoint's structure: a run resumes only under the layout it started
 with (the trainer records the resolved layout in config.json, so a mismatch is refused clearly).
@@ -22,16 +22,14 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from rsjax.backend import resolve_auto
+
 STATE_LAYOUTS = ("auto", "tree", "flat")
 
 
 def resolve_layout(layout: str) -> str:
     """The concrete layout ("tree" or "flat") that `layout` means on the default backend."""
-    if layout not in STATE_LAYOUTS:
-        raise ValueError(f"state layout must be one of {STATE_LAYOUTS}, got {layout!r}.")
-    if layout == "auto":
-        return "flat" if jax.default_backend() == "cpu" else "tree"
-    return layout
+    return resolve_auto(layout, STATE_LAYOUTS, on_cpu="flat", elsewhere="tree", what="state layout")
 
 
 @flax.struct.dataclass
