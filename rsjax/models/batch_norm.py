@@ -26,9 +26,16 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def _sums(a: jax.Array, b: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """(sum(a), sum(b)) over `axes`."""
-    return jnp.sum(a, axis=axes), jnp.sum(b, axis=axes)
+def _statistics_axes(x: jax.Array) -> tuple[tuple[int, ...], int]:
+    """(every axis but the last, the number of entries per channel)."""
+    return tuple(range(x.ndim - 1)), x.size // x.shape[-1]
+
+
+def _normalize(
+    x: jax.Array, mean: jax.Array, inv: jax.Array, scale: jax.Array, bias: jax.Array
+) -> jax.Array:
+    """(x - mean) * (inv * scale) + bias in float32: the train and eval forward alike."""
+    return (x.astype(jnp.float32) - mean) * (inv * scale) + bias
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -44,25 +51,21 @@ def normalize_train(
 
 
 def _normalize_fwd(x, scale, bias, epsilon):
+    axes, count = _statistics_axes(x)
     x32 = x.astype(jnp.float32)
-    axes = tuple(range(x.ndim - 1))
-    count = x.size // x.shape[-1]
-    total, total_sq = _sums(x32, jnp.square(x32), axes)
-    mean = total / count
-    var = jnp.maximum(0.0, total_sq / count - jnp.square(mean))
+    mean = jnp.sum(x32, axis=axes) / count
+    var = jnp.maximum(0.0, jnp.sum(jnp.square(x32), axis=axes) / count - jnp.square(mean))
     inv = jax.lax.rsqrt(var + epsilon)
-    y = (x32 - mean) * (inv * scale) + bias
-    return (y, mean, var), (x, mean, inv, scale)
+    return (_normalize(x, mean, inv, scale, bias), mean, var), (x, mean, inv, scale)
 
 
 def _normalize_bwd(epsilon, residuals, cotangents):
     del epsilon  # folded into inv
     x, mean, inv, scale = residuals
     dy = cotangents[0].astype(jnp.float32)  # the mean/var cotangents are zero (see the doc)
-    axes = tuple(range(x.ndim - 1))
-    count = x.size // x.shape[-1]
+    axes, count = _statistics_axes(x)
     x_hat = (x.astype(jnp.float32) - mean) * inv
-    dbias, dscale = _sums(dy, dy * x_hat, axes)
+    dbias, dscale = jnp.sum(dy, axis=axes), jnp.sum(dy * x_hat, axis=axes)
     dx = (scale * inv) * (dy - (dbias + x_hat * dscale) / count)
     return dx.astype(x.dtype), dscale, dbias
 
@@ -91,8 +94,7 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         if self.use_running_average:
             inv = jax.lax.rsqrt(ra_var.value + self.epsilon)
-            y = (x.astype(jnp.float32) - ra_mean.value) * (inv * scale) + bias
-            return y.astype(self.dtype)
+            return _normalize(x, ra_mean.value, inv, scale, bias).astype(self.dtype)
         y, mean, var = normalize_train(x, scale, bias, self.epsilon)
         if not self.is_initializing():
             m = self.momentum
