@@ -216,6 +216,15 @@ def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path):
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [4, 8, 12]
     assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())
+    # Rerunning the finished run returns its metrics and leaves its record alone; with the record
+    # gone (or corrupt), the rerun evaluates the final checkpoint and writes the record again.
+    written = (tmp_path / "result.json").read_bytes()
+    assert trainer.train_and_evaluate(config, tmp_path) == metrics
+    assert (tmp_path / "result.json").read_bytes() == written
+    (tmp_path / "result.json").write_text("{not json")
+    assert trainer.train_and_evaluate(config, tmp_path) == pytest.approx(metrics, rel=1e-6)
+    rebuilt = read_result(tmp_path / "result.json")
+    assert rebuilt["status"] == "complete" and rebuilt["train"]["resumed_from_step"] == 12
     # A different config in the same workdir is refused before anything runs.
     other = tiny_config(small_fmnist, seed=1)
     with pytest.raises(ValueError, match=r"different config.*seed"):

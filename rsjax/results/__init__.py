@@ -4,13 +4,21 @@
 the trainer writes records without importing it.
 """
 
-from rsjax.results.schema import SCHEMA_VERSION, STATUSES, read_result, validate, write_result
+from rsjax.results.schema import (
+    SCHEMA_VERSION,
+    STATUSES,
+    existing_result,
+    read_result,
+    validate,
+    write_result,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "CollectSummary",
     "collect",
+    "existing_result",
     "load",
     "read_result",
     "validate",

@@ -66,6 +66,16 @@ def read_result(path: str | os.PathLike) -> dict:
     return validate(record)
 
 
+def existing_result(workdir: str | os.PathLike) -> dict | None:
+    """`workdir/result.json` if it exists and is valid; None if it is absent, unreadable or
+    corrupt (callers then redo the work that writes it)."""
+    path = epath.Path(workdir) / RESULT_FILE
+    try:
+        return read_result(path) if path.exists() else None
+    except (ValueError, OSError):
+        return None
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()

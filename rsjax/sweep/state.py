@@ -15,9 +15,7 @@ import pathlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from etils import epath
-
-from rsjax.results.schema import RESULT_FILE, read_result
+from rsjax.results.schema import RESULT_FILE, existing_result, read_result
 from rsjax.sweep.grid import Run
 
 LOCKED_EXIT_CODE = 75  # a worker found its run locked by another process (EX_TEMPFAIL)
@@ -36,11 +34,8 @@ DONE_STATUSES = {False: ("complete",), True: ("complete", "profiled")}
 
 def result_status(run_dir: str | os.PathLike) -> str | None:
     """The status in run_dir/result.json (local or gs://), None if absent or unreadable."""
-    path = epath.Path(run_dir) / RESULT_FILE
-    try:
-        return read_result(path)["status"] if path.exists() else None
-    except (ValueError, OSError):
-        return None
+    record = existing_result(run_dir)
+    return record["status"] if record else None
 
 
 def is_done(run_dir: str | os.PathLike, profile_only: bool = False) -> bool:

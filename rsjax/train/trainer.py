@@ -24,7 +24,7 @@ from etils import epath
 import rsjax
 from rsjax import hugepages, profiling
 from rsjax.models import ResNetRS, abstract_variables, layouts
-from rsjax.results import write_result
+from rsjax.results import existing_result, write_result
 from rsjax.train import checkpoint, compilation, optim, sharding
 from rsjax.train.state import TrainState, create_train_state, resolve_layout
 from rsjax.train.step import eval_step, train_step
@@ -290,6 +290,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     state_shardings = sharding.tree_shardings(abstract_state, mesh, fsdp=config.fsdp)
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    done = existing_result(workdir) if (manager.latest_step() or 0) >= total_steps else None
+    if done and done["status"] == "complete":  # a rerun of a finished run keeps its record
+        if is_main:
+            print(f"already complete at step {total_steps}; results in {workdir}", flush=True)
+        return done["metrics"]
     restored = checkpoint.restore(
         manager,
         jax.tree.map(
@@ -457,6 +462,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     if is_main:
                         print(f"preempted: checkpoint saved at step {step}", flush=True)
                     return {}
+            if not final_metrics:  # resumed from the final checkpoint: nothing left to train
+                final_metrics = evaluate(state)
+                log.write(step, "eval", final_metrics)
         manager.wait_until_finished()
     except NonFiniteLossError as e:
         manager.wait_until_finished()
