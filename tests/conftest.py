@@ -4,8 +4,17 @@ import gzip
 import os
 import pathlib
 
-# Must happen before JAX initialises its backend: sharding tests need 8 devices.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Must happen before JAX initialises its backend: sharding tests need 8 devices. The 8 simulated
+# devices share 2 cores, so one device can reach a collective long after the others; XLA:CPU
+# aborts the whole process when a collective's rendezvous waits longer than its terminate timeout
+# (40 s by default). CI on 2026-11-24 aborted inside the 4x2 FSDP sharding test (no message kept;
+# it passes here), and that timeout is the likeliest cause. Wait up to 10 minutes instead.
+os.environ["XLA_FLAGS"] = " ".join(
+    (
+        os.environ.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8"),
+        "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+    )
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
