@@ -14,16 +14,16 @@ REF_REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy==2.4.6
 
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
-# XLA:CPU maps fresh pages for every step's buffers; huge pages cut that cost (rsjax/hugepages.py).
-# The rsjax command sets this itself; pytest runs in-process, so the Makefile sets it there.
-HUGEPAGE_MALLOC := glibc.malloc.hugetlb=1
-PYTEST := GLIBC_TUNABLES=$(HUGEPAGE_MALLOC) $(PY) -m pytest
+# XLA:CPU frees and re-faults every step's buffers; jemalloc (or glibc's huge pages where it is
+# missing) keeps them (rsjax/malloc_tuning.py). The rsjax command sets this up itself; pytest runs
+# in-process, so the Makefile does it there.
+PYTEST = env $$($(PY) -m rsjax.malloc_tuning) $(PY) -m pytest
 
-.PHONY: help venv test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
+.PHONY: help venv jemalloc test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
 
 help:
 	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
-	@echo "make test         create $(VENV) if needed and run the default test suite"
+	@echo "make test         create $(VENV) if needed (and install libjemalloc2 when root) and run the default test suite"
 	@echo "make test-slow    run the tests marked slow"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
 	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
@@ -38,7 +38,16 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
-test: venv
+# The allocator the rsjax command preloads on CPU (optional: glibc with huge pages otherwise).
+jemalloc:
+	@if [ -z "$$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; } \
+	      || echo "libjemalloc2 not installed: rsjax falls back to glibc malloc with huge pages"; \
+	  else echo "optional, faster CPU steps: sudo apt-get install libjemalloc2"; fi; \
+	fi
+
+test: venv jemalloc
 	$(PYTEST) -q
 
 test-slow: venv
@@ -81,7 +90,7 @@ fashion-mnist:
 
 # The main job at CPU scale: a 12-run Figure 3 sweep on Fashion-MNIST (about 10 minutes here; a
 # rerun skips finished runs), one results table, the Figure 3 grid and the scaling report.
-demo: venv fashion-mnist
+demo: venv jemalloc fashion-mnist
 	$(VENV)/bin/rsjax sweep launch sweeps/fmnist_fig3.py:demo --workdir $(DEMO_DIR) --launcher local
 	$(VENV)/bin/rsjax results collect $(DEMO_DIR) -o $(DEMO_DIR)/results.csv
 	$(VENV)/bin/rsjax plot fig3 $(DEMO_DIR)/results.csv --out $(DEMO_DIR)/figures

@@ -18,7 +18,7 @@ import time
 import jax
 from common import build_model, emit, log, lower_train_step, spread
 
-from rsjax import hugepages
+from rsjax import malloc_tuning
 from rsjax.models import BLOCK_LAYOUTS
 
 # The resolution each depth is trained at in Table 8 (largest), used when --resolution is 0.
@@ -86,5 +86,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
+    malloc_tuning.maybe_reexec()  # as the rsjax command does (RSJAX_MALLOC_TUNING=0: off)
     main(sys.argv[1:])

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import build_model, emit, log, spread, time_calls
 
-from rsjax import hugepages
+from rsjax import malloc_tuning
 from rsjax.models import conv as conv_lib
 from rsjax.models import layers
 
@@ -132,5 +132,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
+    malloc_tuning.maybe_reexec()  # as the rsjax command does (RSJAX_MALLOC_TUNING=0: off)
     main()

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from common import build_model, emit, log, make_train_step, rate, spread, time_calls
 
-from rsjax import hugepages
+from rsjax import malloc_tuning
 from rsjax.configs import imagenet as imagenet_config
 from rsjax.data import input_pipeline
 
@@ -139,5 +139,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
+    malloc_tuning.maybe_reexec()  # as the rsjax command does (RSJAX_MALLOC_TUNING=0: off)
     main(sys.argv[1:])

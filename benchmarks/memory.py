@@ -14,7 +14,7 @@ import sys
 
 from common import build_model, emit, log, lower_train_step
 
-from rsjax import hugepages
+from rsjax import malloc_tuning
 from rsjax.models import BLOCK_LAYOUTS
 from rsjax.models.resnet_rs import REMAT_POLICIES
 
@@ -92,5 +92,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
+    malloc_tuning.maybe_reexec()  # as the rsjax command does (RSJAX_MALLOC_TUNING=0: off)
     main(sys.argv[1:])

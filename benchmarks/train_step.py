@@ -39,7 +39,7 @@ from common import (
     time_calls,
 )
 
-from rsjax import hugepages
+from rsjax import malloc_tuning
 from rsjax.profiling import flops_per_image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -202,5 +202,5 @@ def round_ratios(seconds: dict[tuple[str, str], list[list[float]]]) -> dict[str,
 
 
 if __name__ == "__main__":
-    hugepages.maybe_reexec()  # as the rsjax command does (RSJAX_HUGEPAGE_MALLOC=0: off)
+    malloc_tuning.maybe_reexec()  # as the rsjax command does (RSJAX_MALLOC_TUNING=0: off)
     main(sys.argv[1:])

@@ -257,9 +257,9 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a call from Python
-        from rsjax import hugepages
+        from rsjax import malloc_tuning
 
-        hugepages.maybe_reexec()
+        malloc_tuning.maybe_reexec()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         try:

@@ -22,7 +22,7 @@ from absl import logging
 from etils import epath
 
 import rsjax
-from rsjax import hugepages, profiling
+from rsjax import malloc_tuning, profiling
 from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import existing_result, write_result
 from rsjax.train import checkpoint, compilation, optim, sharding
@@ -224,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     validate_config(config)
     config = resolve_state_layout(config)
-    if jax.default_backend() == "cpu" and (hint := hugepages.advice()):
+    if jax.default_backend() == "cpu" and (hint := malloc_tuning.advice()):
         logging.warning(hint)
     model = build_model(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
