@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from rsjax.models import ResNetRS, create_model
-from rsjax.train import latency, sharding
+from rsjax.train import compilation, latency, sharding
 
 
 def emit(record: dict) -> None:
@@ -130,7 +130,10 @@ def make_inference(model: ResNetRS, batch: int, resolution: int) -> Callable[[],
     images = jnp.asarray(
         np.random.default_rng(1).standard_normal((batch, resolution, resolution, 3)), jnp.float32
     )
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    forward = jax.jit(
+        lambda v, x: model.apply(v, x, train=False),
+        compiler_options=compilation.forward_compiler_options(),
+    )
 
     def infer() -> None:
         forward(variables, images).block_until_ready()

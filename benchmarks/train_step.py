@@ -3,7 +3,8 @@
 Measures, per round and in turn: the real rsjax train step (`rsjax.train.step.train_step`: loss,
 gradients, SGD + weight decay, EMA) for each convolution implementation, rsjax inference, and
 timm's train step (forward, backward, SGD) and inference with the same batch, resolution and
-threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`). Each
+threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`; each
+framework on the host allocator that is fastest for it, see `TIMM_GLIBC_TUNABLES`). Each
 contender runs --steps consecutive calls per round, as training does; the rounds alternate so
 that drifts of the machine hit every contender alike. Prints one JSON line per measurement
 (images/s median, min, max over all calls; the same over only the first call of each block,
@@ -20,6 +21,7 @@ Run it alone: on 2 cores anything else running skews every number.
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -45,8 +47,33 @@ from rsjax.profiling import flops_per_image
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+# timm's allocator: glibc keeping its memory, the fastest of four settings measured for timm here
+# (2026-11-25, resnetrs50, 160 px, train batch 16 / inference batch 32, img/s): this 10.4 / 38.3,
+# glibc with huge pages 9.3 / 36.2, glibc's defaults 9.4 / 30.7, jemalloc 5.8 / 16.0 (jemalloc,
+# rsjax's allocator, would slow timm down).
+TIMM_GLIBC_TUNABLES = ":".join(
+    [
+        "glibc.malloc.hugetlb=1",
+        "glibc.malloc.arena_max=1",
+        "glibc.malloc.mmap_max=0",
+        f"glibc.malloc.trim_threshold={64 << 30}",
+    ]
+)
+
+
+def timm_environment(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with timm's allocator settings in place of rsjax's."""
+    preload = " ".join(p for p in environ.get("LD_PRELOAD", "").split() if "jemalloc" not in p)
+    timm_env = {k: v for k, v in environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    return {
+        **timm_env,
+        **({"LD_PRELOAD": preload} if preload else {}),
+        "GLIBC_TUNABLES": TIMM_GLIBC_TUNABLES,
+    }
+
+
 class TimmWorker:
-    """timm in the reference venv, one JSON request per line."""
+    """timm in the reference venv, one JSON request per line, on its own best allocator."""
 
     def __init__(self, python: str, **setup: object) -> None:
         self.process = subprocess.Popen(
@@ -54,6 +81,7 @@ class TimmWorker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=timm_environment(dict(os.environ)),
         )
         self.versions = self.request(op="setup", **setup)
 

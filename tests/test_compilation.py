@@ -1,4 +1,4 @@
-"""Compilation policy: one-shot compiles and the schedule as a traced step argument."""
+"""Compilation policy: one-shot compiles, forward-only options, the schedule as a step argument."""
 
 import functools
 
@@ -24,6 +24,17 @@ def test_jit_once_initialises_like_jit(tiny_model):
     # Level-0 code may round transcendental initialisers differently in the last bit.
     for a, b in zip(jax.tree.leaves(cheap), jax.tree.leaves(reference), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+def test_forward_options_give_the_default_logits(tiny_model, tiny_variables):
+    variables, images = tiny_variables
+    forward = functools.partial(tiny_model.apply, train=False)
+    options = compilation.forward_compiler_options()
+    if jax.default_backend() == "cpu":
+        assert options  # the YNNPACK dot fusions are what inference runs with here
+    fused = jax.jit(forward, compiler_options=options)(variables, images)
+    reference = jax.jit(forward)(variables, images)
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(reference), rtol=1e-5, atol=1e-5)
 
 
 def test_jit_once_traces_under_eval_shape():

@@ -5,6 +5,12 @@
   (dozens of threefry-based initialisers) compiles in 13.2 s at the default level and 3.8 s at
   level 0 on the 2-core CPU, and it runs for milliseconds either way. Other backends compile it
   as usual.
+- `forward_compiler_options()`: XLA options for forward-only programs (inference, evaluation).
+  On CPU, YNNPACK fusions that take each matmul's elementwise neighbours (BatchNorm, ReLU, the
+  residual add) with it (`LIBRARY_FUSION_TYPE_DOT`; XLA's default fuses the matmul alone):
+  RS-50 inference at batch 32, 160 px went from 30.3 to 36.3 images/s on the 2-core CPU
+  (2026-11-25, logits within 3e-8 of the default's). The same option slows the train step from
+  9.5 to 6.5 images/s, so training keeps XLA's default. Other backends: no options.
 - `use_persistent_cache(directory)`: JAX's on-disk compilation cache, so that processes that
   compile the same program (a sweep's runs of one model at one resolution, a resumed run) load
   it instead of compiling. The trainer passes the learning-rate schedule as an argument of the
@@ -20,6 +26,7 @@ import jax
 
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 _ONE_SHOT_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+_FORWARD_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}}
 
 
 def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
@@ -37,6 +44,11 @@ def jit_once(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
         return jitted.lower(*args).compile(compiler_options=options)(*args)
 
     return call
+
+
+def forward_compiler_options() -> dict[str, Any] | None:
+    """`compiler_options` for `jax.jit` of a forward-only program on the default backend."""
+    return _FORWARD_OPTIONS.get(jax.default_backend())
 
 
 def use_persistent_cache(directory: str | os.PathLike) -> str:

@@ -343,6 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         functools.partial(eval_step, model=model),
         in_shardings=(state_shardings, batch_sh),
         out_shardings=repl,
+        compiler_options=compilation.forward_compiler_options(),
     )
 
     process_count = jax.process_count()
