@@ -41,3 +41,21 @@ def test_round_ratios_compare_blocks_of_the_same_round():
     ratios = train_step.round_ratios(seconds)
     assert set(ratios) == {"rsjax/timm train"}
     assert ratios["rsjax/timm train"] == {"median": 0.75, "min": 0.5, "max": 1.0}
+
+
+def test_timm_runs_on_glibc_with_its_tunables_not_on_rsjax_jemalloc():
+    import train_step
+
+    rsjax_env = {
+        "PATH": "/bin",
+        "LD_PRELOAD": "/x/libfoo.so /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "MALLOC_CONF": "thp:always",
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+    }
+    timm_env = train_step.timm_environment(rsjax_env)
+    assert timm_env == {
+        "PATH": "/bin",
+        "LD_PRELOAD": "/x/libfoo.so",
+        "GLIBC_TUNABLES": train_step.TIMM_GLIBC_TUNABLES,
+    }
+    assert "LD_PRELOAD" not in train_step.timm_environment({"LD_PRELOAD": "libjemalloc.so.2"})
