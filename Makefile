@@ -38,9 +38,10 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
-# The allocator the rsjax command preloads on CPU (optional: glibc with huge pages otherwise).
-jemalloc:
-	@if [ -z "$$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null)" ]; then \
+# The allocator the rsjax command preloads on CPU (optional: glibc with huge pages otherwise);
+# where it is looked for is rsjax.malloc_tuning.find_jemalloc's business.
+jemalloc: venv
+	@if ! $(PY) -c 'import sys; from rsjax.malloc_tuning import find_jemalloc; sys.exit(find_jemalloc() is None)'; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; } \
 	      || echo "libjemalloc2 not installed: rsjax falls back to glibc malloc with huge pages"; \

@@ -48,7 +48,7 @@ JEMALLOC_CONF = ",".join(
         "muzzy_decay_ms:30000",
     ]
 )
-GLIBC_HUGEPAGES = "glibc.malloc.hugetlb=1"
+GLIBC_HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb"
 
 
 def find_jemalloc() -> str | None:
@@ -75,9 +75,9 @@ def settings(environ: dict[str, str] | None = None, jemalloc: str | None = None)
         preload = " ".join(p for p in (environ.get("LD_PRELOAD", ""), jemalloc) if p)
         return {"LD_PRELOAD": preload, "MALLOC_CONF": environ.get("MALLOC_CONF", JEMALLOC_CONF)}
     entries = [e for e in environ.get("GLIBC_TUNABLES", "").split(":") if e]
-    if any(e.split("=", 1)[0] == GLIBC_HUGEPAGES.split("=")[0] for e in entries):
+    if any(e.split("=", 1)[0] == GLIBC_HUGEPAGES_TUNABLE for e in entries):
         return {}
-    return {"GLIBC_TUNABLES": ":".join([*entries, GLIBC_HUGEPAGES])}
+    return {"GLIBC_TUNABLES": ":".join([*entries, f"{GLIBC_HUGEPAGES_TUNABLE}=1"])}
 
 
 def shell_assignments(environ: dict[str, str] | None = None) -> str:
