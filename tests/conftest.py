@@ -7,8 +7,8 @@ import pathlib
 # Must happen before JAX initialises its backend: sharding tests need 8 devices. The 8 simulated
 # devices share 2 cores, so one device can reach a collective long after the others; XLA:CPU
 # aborts the whole process when a collective's rendezvous waits longer than its terminate timeout
-# (40 s by default). CI on 2026-11-24 aborted inside the 4x2 FSDP sharding test (no message kept;
-# it passes here), and that timeout is the likeliest cause. Wait up to 10 minutes instead.
+# (40 s by default), so wait up to 10 minutes instead. (CI aborted twice inside the 4x2 FSDP
+# "flat" sharding test, once with each timeout; see test_sharding.as_tree_layout.)
 os.environ["XLA_FLAGS"] = " ".join(
     (
         os.environ.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8"),

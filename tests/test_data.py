@@ -85,6 +85,23 @@ def test_train_batches_are_normalised(small_fmnist):
     assert batch["images"].min() >= low - 1e-4 and batch["images"].max() <= high + 1e-4
 
 
+def test_cutout_blanks_one_square_and_changes_nothing_else(small_fmnist):
+    data = fmnist_data(small_fmnist)
+    builder = input_pipeline.get_builder(data)
+    plain = next(input_pipeline.train_batches(builder, data, seed=0, local_batch=64))["images"]
+    data = fmnist_data(small_fmnist, cutout_pad=4)
+    cut = next(input_pipeline.train_batches(builder, data, seed=0, local_batch=64))["images"]
+    again = next(input_pipeline.train_batches(builder, data, seed=0, local_batch=64))["images"]
+    np.testing.assert_array_equal(cut, again)  # deterministic under the seed
+    changed = (cut != plain)[..., 0]  # [b, H, W]; crops, flips and the rest are unchanged
+    assert changed.any(axis=(1, 2)).mean() > 0.9
+    for cut_image, differs in zip(cut[..., 0], changed, strict=True):
+        np.testing.assert_array_equal(cut_image[differs], 0.0)  # the mean, once normalised
+        if differs.any():
+            ys, xs = np.nonzero(differs)
+            assert ys.max() - ys.min() < 8 and xs.max() - xs.min() < 8  # one 2 * pad square
+
+
 @pytest.mark.parametrize("process_count", [1, 3])
 def test_eval_batches_pad_and_cover_the_split_once(small_fmnist, process_count):
     data = fmnist_data(small_fmnist)

@@ -75,7 +75,15 @@ def single_device():
 
 
 def as_tree_layout(state):
-    """The state's EMAs and momentum trace as trees (the "flat" layout's vectors unraveled)."""
+    """The state on the host, its EMAs and momentum trace as trees (the "flat" layout's vectors
+    unraveled).
+
+    The state is fetched first: unraveling a sharded vector eagerly would dispatch one small
+    multi-device program per leaf, each with collectives, and a burst of those can exhaust
+    XLA:CPU's 8 execution threads (one per simulated device, shared by every launch); CI aborted
+    twice in this test while it still did that.
+    """
+    state = jax.device_get(state)
     if state.layout == "tree":
         return state
     (trace,) = jax.tree.leaves(state.opt_state)
@@ -100,8 +108,8 @@ def as_tree_layout(state):
 def test_sharded_steps_match_one_device(single_device, data, model, fsdp, layout):
     assert jax.device_count() == 8
     mesh = sharding.make_mesh(data, model)
-    losses, state = run(mesh, fsdp=fsdp, layout=layout)
-    state = as_tree_layout(state)
+    losses, device_state = run(mesh, fsdp=fsdp, layout=layout)
+    state = as_tree_layout(device_state)
     ref_losses, ref_state = single_device
     np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL)
     errors = {part: relative_l2(getattr(state, part), getattr(ref_state, part)) for part in RTOL}
@@ -112,7 +120,7 @@ def test_sharded_steps_match_one_device(single_device, data, model, fsdp, layout
     assert errors["opt_state"] < MOMENTUM_RTOL
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=LEAF_ATOL)
-    kernel = state.params["c5_block0"]["conv3"]["kernel"]  # [1, 1, 8, 32]
+    kernel = device_state.params["c5_block0"]["conv3"]["kernel"]  # [1, 1, 8, 32]
     if model > 1:
         assert kernel.sharding.spec[-1] == "model"
     if fsdp:

@@ -250,6 +250,7 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(small_
         ({"model.depth": 51, "model.stage_sizes": ()}, "Unknown ResNet-RS depth"),
         ({"mesh.data": 16}, "needs 16 devices"),
         ({"mesh.data": 8, "global_batch_size": 12}, "not divisible by the mesh's data axis"),
+        ({"data.cutout_pad": 28}, "cutout_pad must be in"),
     ],
 )
 def test_bad_config_fails_before_compilation(

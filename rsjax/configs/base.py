@@ -49,6 +49,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.flip = True
     c.data.randaugment_layers = 2
     c.data.randaugment_magnitude = 10.0  # 0 disables RandAugment
+    c.data.cutout_pad = 0  # cutout square of side 2 * cutout_pad px (not in the paper; 0: off)
     c.data.resize_method = "bicubic"
     c.data.eval_crop_fraction = 0.875
     c.data.mean = IMAGENET_MEAN

@@ -1,4 +1,5 @@
-"""Per-image preprocessing in TensorFlow: inception crop, flip, RandAugment, resize, normalise.
+"""Per-image preprocessing in TensorFlow: inception crop, flip, RandAugment, cutout, resize,
+normalise.
 
 Every random choice is a stateless TF op driven by an explicit `seed` ([2] int64), so an image's
 augmentation is a pure function of (run seed, epoch, position): resumed runs see the same pixels.
@@ -51,12 +52,16 @@ def resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def _per_channel(values: tuple[float, ...], channels: int) -> tf.Tensor:
+    """[channels] float32: `values` cut to `channels`, or a single value repeated."""
+    values = values[:channels] if len(values) >= channels else values * channels
+    return tf.constant(values, tf.float32)
+
+
 def normalize(image: tf.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
     """(image - mean) / std per channel; image [H, W, C] float32 in [0, 255]."""
     channels = image.shape[-1]
-    mean = tf.constant(mean[:channels] if len(mean) >= channels else mean * channels, tf.float32)
-    std = tf.constant(std[:channels] if len(std) >= channels else std * channels, tf.float32)
-    return (image - mean) / std
+    return (image - _per_channel(mean, channels)) / _per_channel(std, channels)
 
 
 def train_preprocess(
@@ -71,12 +76,17 @@ def train_preprocess(
     resize_method: str,
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    cutout_pad: int = 0,
 ) -> tf.Tensor:
     """Training view of one image: [H, W, C] uint8 -> [size, size, C] float32, normalised.
 
     Order as in tensorflow/tpu: inception crop -> resize -> flip -> RandAugment (uint8) ->
-    normalise.
-    RandAugment is off when `randaugment_magnitude` or `randaugment_layers` is 0.
+    [cutout] -> normalise.
+    RandAugment is off when `randaugment_magnitude` or `randaugment_layers` is 0. Cutout (DeVries
+    & Taylor, 2017; not in the paper's recipe) fills a square of side 2 * `cutout_pad` px centred
+    anywhere in the image (clipped at its borders) with `mean`, i.e. with 0 after normalising;
+    off when `cutout_pad` is 0. Its seed is split from the crop's, so the crop, flip and
+    RandAugment of an image do not change when cutout is switched on.
     """
     crop_seed, flip_seed, ra_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     image = resize(inception_crop(image, crop_seed, area_range), size, resize_method)
@@ -95,6 +105,12 @@ def train_preprocess(
             cutout_const=cutout_const,
         )
         image = tf.cast(image, tf.float32)
+    if cutout_pad > 0:
+        from rsjax.data import randaugment
+
+        cutout_seed = tf.random.experimental.stateless_fold_in(crop_seed, 1)
+        mask = randaugment.cutout_mask(image, cutout_pad, cutout_seed)
+        image = tf.where(mask, _per_channel(mean, image.shape[-1]), image)
     return normalize(image, mean, std)
 
 

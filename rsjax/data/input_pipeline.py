@@ -139,6 +139,7 @@ def train_batches(
         resize_method=data.resize_method,
         mean=tuple(data.mean),
         std=tuple(data.std),
+        cutout_pad=int(data.cutout_pad),
     )
 
     def preprocess_example(augment_seed: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:

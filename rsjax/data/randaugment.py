@@ -346,9 +346,9 @@ def translate_y(image: tf.Tensor, pixels: float | tf.Tensor, replace: int = REPL
     return _transform(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0]), replace)
 
 
-def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor, replace: int = REPLACE) -> tf.Tensor:
-    """Fills the square [cy - pad_size, cy + pad_size) x [cx - pad_size, cx + pad_size), clipped
-    to the image, with `replace`; the centre (cy, cx) is uniform over all pixels."""
+def cutout_mask(image: tf.Tensor, pad_size: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """[H, W, C] bool, true on the square [cy - pad_size, cy + pad_size) x [cx - pad_size,
+    cx + pad_size) clipped to the image; the centre (cy, cx) is uniform over all pixels."""
     shape = tf.shape(image)
     seed_y, seed_x = tf.unstack(tf.random.experimental.stateless_split(_as_seed(seed), 2))
     cy = tf.random.stateless_uniform([], seed_y, minval=0, maxval=shape[0], dtype=tf.int32)
@@ -358,8 +358,12 @@ def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor, replace: int = REPL
     in_rows = (rows >= cy - pad_size) & (rows < cy + pad_size)
     in_cols = (cols >= cx - pad_size) & (cols < cx + pad_size)
     mask = in_rows[:, None] & in_cols[None, :]
-    mask = tf.tile(mask[:, :, None], [1, 1, _channels(image)])  # full shape: no broadcasting
-    return _select(mask, replace, image)
+    return tf.tile(mask[:, :, None], [1, 1, _channels(image)])  # full shape: no broadcasting
+
+
+def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor, replace: int = REPLACE) -> tf.Tensor:
+    """Fills `cutout_mask(image, pad_size, seed)` of a uint8 image with `replace`."""
+    return _select(cutout_mask(image, pad_size, seed), replace, image)
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -83,6 +83,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}.")
     if config.data.image_size <= 0:
         raise ValueError(f"data.image_size must be > 0, got {config.data.image_size}.")
+    if not 0 <= config.data.cutout_pad < config.data.image_size:
+        raise ValueError(
+            f"data.cutout_pad must be in [0, data.image_size), got {config.data.cutout_pad}."
+        )
 
 
 def resolve_state_layout(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
