@@ -80,8 +80,8 @@ def as_tree_layout(state):
 
     The state is fetched first: unraveling a sharded vector eagerly would dispatch one small
     multi-device program per leaf, each with collectives, and a burst of those can exhaust
-    XLA:CPU's 8 execution threads (one per simulated device, shared by every launch); CI aborted
-    twice in this test while it still did that.
+    XLA:CPU's execution threads (by default one per simulated device, shared by every launch;
+    see PJRT_NPROC in conftest.py); CI aborted twice in this test while it still did that.
     """
     state = jax.device_get(state)
     if state.layout == "tree":

@@ -7,6 +7,8 @@ augmentation is a pure function of (run seed, epoch, position): resumed runs see
 
 import tensorflow as tf
 
+from rsjax.data import randaugment
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -93,8 +95,6 @@ def train_preprocess(
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if randaugment_layers > 0 and randaugment_magnitude > 0:
-        from rsjax.data import randaugment
-
         translate_const, cutout_const = randaugment.scaled_constants(size)
         image = randaugment.randaugment(
             tf.cast(tf.round(image), tf.uint8),
@@ -106,8 +106,6 @@ def train_preprocess(
         )
         image = tf.cast(image, tf.float32)
     if cutout_pad > 0:
-        from rsjax.data import randaugment
-
         cutout_seed = tf.random.experimental.stateless_fold_in(crop_seed, 1)
         mask = randaugment.cutout_mask(image, cutout_pad, cutout_seed)
         image = tf.where(mask, _per_channel(mean, image.shape[-1]), image)
