@@ -6,13 +6,14 @@ Presets (`--config rsjax/configs/fashion_mnist.py:PRESET`):
            93.33% test top-1 (EMA 93.21%) in 12 min 42 s wall-clock, ~2330 images/s.
   long:    the stem's first conv at stride 1 (14x14 features in c2 instead of 7x7), width 0.5
            (3.1 M params, ~4x the FLOPs of width 0.25), no RandAugment or dropout, cutout of
-           10x10 px squares (`data.cutout_pad=5`), 60 epochs, evaluated every 10 epochs.
-           Measured, 60 epochs (2026-11-25): 94.95% test top-1 (EMA 94.99%), ~150 min wall-clock
-           (~407 images/s); EMA top-1 every 10 epochs 92.5 / 93.2 / 93.7 / 94.4 / 94.7 / 95.0.
-           One hundredth of a point short of 95%, within one seed's spread of it.
-           Second seed (`--config.seed=1`, 2026-11-25): 94.96% (EMA 95.00%) in 155 min, ~393
-           images/s; EMA every 10 epochs 92.3 / 93.3 / 93.7 / 94.4 / 95.0 / 95.0. Two-seed mean
-           94.995% EMA: on the 95% line, not above it; 80 epochs is the next thing to try.
+           10x10 px squares (`data.cutout_pad=5`), 80 epochs, evaluated every 10 epochs.
+           Measured, 80 epochs, seed 0 (2026-11-25): 95.13% test top-1 (EMA 95.15%) in 195 min
+           wall-clock in two resumed pieces (194 min of train steps, median ~421 images/s);
+           EMA top-1 every 10 epochs 92.4 / 93.2 / 93.7 / 94.1 / 94.5 / 94.9 / 95.3 / 95.2,
+           train top-1 under augmentation 97.3% at the end. One seed: expect ~95.1 +- 0.2.
+           The same config for 60 epochs (2026-11-25): 94.95% (EMA 94.99%) in ~150 min, and
+           with `--config.seed=1` 94.96% (EMA 95.00%) in 155 min; EMA still rose 0.3 points
+           from epoch 50 to 60, hence 80 epochs.
            The same config for 40 epochs (2026-11-25): 94.71% (EMA 94.68%) in 97 min
            wall-clock, ~430 images/s, train top-1 under augmentation 95.8%.
            How it got there (all with `stem_stride=1`, one seed each; spread 0.2-0.5 points):
@@ -95,7 +96,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         # train top-1 at 92%, below test); cutout is the one regulariser kept.
         c.model.width_multiplier = 0.5
         c.data.cutout_pad = 5
-        c.num_epochs = 60.0
+        # 60 epochs gave 94.995% EMA over two seeds, still rising; 80 epochs gave 95.15%.
+        c.num_epochs = 80.0
         c.eval_every_epochs = 10.0
     elif preset == "tiny":
         c.data.image_size = 28
