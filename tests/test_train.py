@@ -204,7 +204,29 @@ def test_bfloat16_losses_track_float32():
     assert losses["fp32"][-1] < losses["fp32"][0]
 
 
-def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path):
+@pytest.fixture
+def manager_calls(monkeypatch):
+    """{"created": n, "closed": m}: the trainer's checkpoint managers, and how many it closed."""
+    calls = {"created": 0, "closed": 0}
+    create = checkpoint.create_manager
+
+    def counting_create(*args, **kwargs):
+        manager = create(*args, **kwargs)
+        close = manager.close
+
+        def counting_close():
+            calls["closed"] += 1
+            close()
+
+        manager.close = counting_close
+        calls["created"] += 1
+        return manager
+
+    monkeypatch.setattr(checkpoint, "create_manager", counting_create)
+    return calls
+
+
+def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path, manager_calls):
     config = tiny_config(small_fmnist)
     metrics = trainer.train_and_evaluate(config, tmp_path)
     for key in ("top1", "top5", "ema_top1", "ema_top5", "loss", "ema_loss"):
@@ -229,12 +251,17 @@ def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path):
     other = tiny_config(small_fmnist, seed=1)
     with pytest.raises(ValueError, match=r"different config.*seed"):
         trainer.train_and_evaluate(other, tmp_path)
+    # Every call closed its checkpoint manager: training, the finished rerun, the rebuild.
+    assert manager_calls == {"created": 3, "closed": 3}
 
 
-def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(small_fmnist, tmp_path):
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
+    small_fmnist, tmp_path, manager_calls
+):
     config = tiny_config(small_fmnist, **{"optim.base_learning_rate": 1e12})
     with pytest.raises(trainer.NonFiniteLossError):
         trainer.train_and_evaluate(config, tmp_path)
+    assert manager_calls == {"created": 1, "closed": 1}
     record = read_result(tmp_path / "result.json")
     assert record["status"] == "failed" and "loss is" in record["error"]
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())

@@ -4,6 +4,7 @@ Side effects live here only: checkpoints, metric files, progress lines and `resu
 config and workdir problem is reported before the input pipeline starts or anything compiles.
 """
 
+import contextlib
 import datetime
 import functools
 import json
@@ -160,6 +161,13 @@ class _MetricsLog:
                 self._tf.summary.scalar(f"{kind}/{name}", value)
         self._writer.flush()
 
+    def __enter__(self) -> "_MetricsLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
 
 def _format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -224,8 +232,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Trains and evaluates per `config`, resuming from `workdir`'s checkpoint if there is one.
 
     Returns the final metrics (top1/top5/loss for raw and EMA weights on the eval split) and
-    writes `workdir/result.json` (status "complete", or "failed" with the error).
+    writes `workdir/result.json` (status "complete", or "failed" with the error). The checkpoint
+    manager and the TensorBoard writer are closed on every way out (pending saves finished), so a
+    process can run one call after another.
     """
+    with contextlib.ExitStack() as closers:
+        return _train_and_evaluate(config, workdir, closers)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, closers: contextlib.ExitStack
+) -> dict:
     validate_config(config)
     config = resolve_state_layout(config)
     if jax.default_backend() == "cpu" and (hint := malloc_tuning.advice()):
@@ -293,7 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     }
 
     state_shardings = sharding.tree_shardings(abstract_state, mesh, fsdp=config.fsdp)
-    manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    manager = closers.enter_context(checkpoint.create_manager(workdir, config.keep_checkpoints))
     done = existing_result(workdir) if (manager.latest_step() or 0) >= total_steps else None
     if done and done["status"] == "complete":  # a rerun of a finished run keeps its record
         if is_main:
@@ -378,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         count = max(totals.pop("count"), 1.0)
         return {k: v / count for k, v in totals.items()}
 
-    log = _MetricsLog(workdir, is_main)
+    log = closers.enter_context(_MetricsLog(workdir, is_main))
     eval_every = (
         max(1, round(config.eval_every_epochs * steps_per_epoch))
         if config.eval_every_epochs > 0
