@@ -68,6 +68,7 @@ def test_two_launchers_never_train_a_run_twice(tmp_path):
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert len(summaries) == 2  # both launchers finished (neither thread raised)
     trained = (tmp_path / "sweep" / "trained.log").read_text().split()
     assert sorted(trained) == sorted(r.name for r in runs)  # each exactly once
     assert sum(len(s.ran) for s in summaries) == len(runs)

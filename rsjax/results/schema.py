@@ -12,6 +12,8 @@ from typing import Any
 
 from etils import epath
 
+from rsjax.fileio import atomic_write_text
+
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "failed", "profiled", "running")
 REQUIRED = {
@@ -48,12 +50,11 @@ def validate(record: Any) -> dict:
 def write_result(workdir: str | os.PathLike, record: dict) -> epath.Path:
     """Validates and writes `workdir/result.json` atomically (temp file, then rename)."""
     validate(record)
-    workdir = epath.Path(workdir)
-    path = workdir / RESULT_FILE
-    tmp = workdir / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=_jsonable))
-    tmp.replace(path)  # overwrites: a rerun or a sweep worker rewrites the record
-    return path
+    # Overwrites: a rerun or a sweep worker rewrites the record.
+    return atomic_write_text(
+        epath.Path(workdir) / RESULT_FILE,
+        json.dumps(record, indent=2, sort_keys=True, default=_jsonable),
+    )
 
 
 def read_result(path: str | os.PathLike) -> dict:

@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from rsjax.fileio import atomic_write_text
 from rsjax.results.schema import RESULT_FILE, existing_result, read_result
 from rsjax.sweep.grid import Run
 
@@ -75,9 +76,7 @@ def read_sweep(workdir: pathlib.Path) -> list[Run]:
 
 
 def _write_json(path: pathlib.Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 @contextmanager

@@ -13,6 +13,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax.traverse_util import flatten_dict
 
+from rsjax.fileio import atomic_write_text
+
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_KEYS = frozenset(
@@ -65,6 +67,4 @@ def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict
                 "or restore the original config to resume it."
             )
         return
-    tmp = workdir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-    tmp.rename(path)
+    atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True))
