@@ -31,6 +31,10 @@ from rsjax.train.state import TrainState, create_train_state, resolve_layout
 from rsjax.train.step import eval_step, train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Train steps the host may dispatch beyond the last one finished. Without a bound it runs up to a
+# log interval ahead, and a preemption's checkpoint (which needs the newest state) waited for all
+# of them: 10.6 s on the Fashion-MNIST long preset. Two keep the device fed.
+MAX_STEPS_AHEAD = 2
 
 
 class NonFiniteLossError(RuntimeError):
@@ -429,6 +433,9 @@ def _train_and_evaluate(
                 )
                 step += 1
                 pending.append((step, metrics))
+                if len(pending) > MAX_STEPS_AHEAD:
+                    # Bounded dispatch-ahead: a SIGTERM's checkpoint waits for few queued steps.
+                    jax.block_until_ready(pending[-1 - MAX_STEPS_AHEAD][1])
                 last = step == total_steps
                 if step == start_step + 1 and not last and step % config.log_every_steps:
                     # The first step compiles: time the rest from its end, so that every log
