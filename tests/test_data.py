@@ -64,6 +64,20 @@ def test_train_batches_are_deterministic_and_resume_exactly(small_fmnist):
     assert len(epoch0) == 256
 
 
+def test_autotune_changes_no_batch(small_fmnist):
+    """`data.autotune` is a resumable key: the batches are the same with it on or off."""
+    batches = {}
+    for autotune in (False, True):
+        data = fmnist_data(small_fmnist, randaugment_magnitude=0.0, autotune=autotune)
+        builder = input_pipeline.get_builder(data)
+        iterator = input_pipeline.train_batches(builder, data, seed=3, local_batch=32)
+        batches[autotune] = take(iterator, 3)
+        assert input_pipeline._options(data).autotune.enabled is autotune
+    for a, b in zip(batches[False], batches[True], strict=True):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
 def test_train_batches_stop_after_the_epoch_of_end_step(small_fmnist):
     data = fmnist_data(small_fmnist, randaugment_magnitude=0.0)
     builder = input_pipeline.get_builder(data)

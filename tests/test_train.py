@@ -306,6 +306,7 @@ def test_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
 def test_config_check_ignores_logging_keys(small_fmnist, tmp_path):
     checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist))
     checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist, log_every_steps=2))
+    checkpoint.check_or_write_config(tmp_path, tiny_config(small_fmnist, **{"data.autotune": True}))
 
 
 def run_cli(args, **kwargs):

@@ -55,6 +55,7 @@ def _options(data: ml_collections.ConfigDict) -> tf.data.Options:
     if data.threads > 0:
         options.threading.private_threadpool_size = data.threads
     options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = bool(data.autotune)
     return options
 
 

@@ -24,6 +24,7 @@ RESUMABLE_KEYS = frozenset(
         "keep_checkpoints",
         "progress",
         "data.threads",
+        "data.autotune",  # deterministic either way: the same batches
         "model.remat",  # recomputes the same values; the state is unchanged
     }
 )
