@@ -58,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.prefetch_batches = 4  # host batches prepared ahead of the train step
     c.data.threads = 0  # tf.data private thread pool (0: TF's default)
     # tf.data autotuning (buffer sizes, RAM budget). Off by default: its model thread made
-    # deleting the train iterator (end of run, preemption) wait 45-53 s in 4 of 9 SIGTERMs on
+    # deleting the train iterator (end of run, preemption) wait 45-53 s in 4 of 11 SIGTERMs on
     # fashion_mnist:long; off, AUTOTUNE maps run one call per core, and no slower (README).
     c.data.autotune = False
 

@@ -33,7 +33,7 @@ from rsjax.train.step import eval_step, train_step
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Train steps the host may dispatch beyond the last one finished. Without a bound it runs up to a
 # log interval ahead, and a preemption's checkpoint (which needs the newest state) waited for all
-# of them: 10.6 s on the Fashion-MNIST long preset. Two keep the device fed.
+# of them: 10.6-13.5 s on the Fashion-MNIST long preset. Two keep the device fed.
 MAX_STEPS_AHEAD = 2
 
 
