@@ -24,7 +24,8 @@ PYTEST = env $$($(PY) -m rsjax.malloc_tuning) $(PY) -m pytest
 help:
 	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
 	@echo "make test         create $(VENV) if needed (and install libjemalloc2 when root) and run the default test suite"
-	@echo "make test-slow    run the tests marked slow"
+	@echo "make test-slow    the second tier: kill/resume subprocesses, 8-device sharding, notebooks,"
+	@echo "                  mock ImageNet, checkpoint fallback (CI runs both tiers)"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
 	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
 	@echo "make lint         ruff check"
@@ -51,9 +52,8 @@ jemalloc: venv
 test: venv jemalloc
 	$(PYTEST) -q
 
-test-slow: venv
-	$(PYTEST) -q -m slow || [ $$? -eq 5 ]  # exit 5: no test is marked slow yet
-	$(MAKE) parity-slow
+test-slow: venv jemalloc
+	$(PYTEST) -q -m slow
 
 $(REF_VENV)/.installed:
 	$(PYTHON) -m venv $(REF_VENV)
@@ -89,8 +89,8 @@ fashion-mnist:
 	  else echo "Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; \
 	fi
 
-# The main job at CPU scale: a 12-run Figure 3 sweep on Fashion-MNIST (about 10 minutes here; a
-# rerun skips finished runs), one results table, the Figure 3 grid and the scaling report.
+# The main job at CPU scale: a 12-run Figure 3 sweep on Fashion-MNIST (a rerun skips finished
+# runs), one results table, the Figure 3 grid and the scaling report.
 demo: venv jemalloc fashion-mnist
 	$(VENV)/bin/rsjax sweep launch sweeps/fmnist_fig3.py:demo --workdir $(DEMO_DIR) --launcher local
 	$(VENV)/bin/rsjax results collect $(DEMO_DIR) -o $(DEMO_DIR)/results.csv

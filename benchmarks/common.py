@@ -3,8 +3,11 @@
 Every script prints one JSON object per measurement; spreads are over repeated runs after warmup.
 """
 
+import argparse
+import datetime
 import json
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -13,16 +16,43 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from rsjax.models import ResNetRS, create_model
-from rsjax.train import compilation, latency, sharding
+from rsjax.train import compilation, latency, programs, sharding
+
+_KEEP: list[pathlib.Path] = []  # files that every emitted line is also appended to
+
+
+def add_out_flag(parser: argparse.ArgumentParser) -> None:
+    """`--out FILE.jsonl`: also append every result line to FILE (kept across runs)."""
+    parser.add_argument(
+        "--out", type=pathlib.Path, help="also append each JSON line to this file, with the "
+        "benchmark's name, the UTC time and the rsjax and jax versions",
+    )  # fmt: skip
+
+
+def keep_output(args: argparse.Namespace) -> None:
+    """Starts appending emitted lines to `args.out` (when given)."""
+    if getattr(args, "out", None):
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        _KEEP[:] = [args.out]
 
 
 def emit(record: dict) -> None:
-    """Prints one measurement as a JSON line."""
+    """Prints one measurement as a JSON line (and appends it, stamped, to the --out file)."""
     print(json.dumps(record), flush=True)
+    if _KEEP:
+        import rsjax
+
+        stamp = {
+            "benchmark": pathlib.Path(sys.argv[0]).stem,
+            "utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "rsjax": rsjax.__version__,
+            "jax": jax.__version__,
+        }
+        with _KEEP[0].open("a") as f:
+            f.write(json.dumps({**stamp, **record}) + "\n")
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -68,50 +98,58 @@ def build_model(name: str, **overrides: Any) -> ResNetRS:
     return create_model(name, **{"dropout_rate": 0.0, **overrides})
 
 
-def _default_optim() -> ml_collections.ConfigDict:
-    """The paper's optimiser settings (Nesterov momentum 0.9, weight decay 4e-5)."""
-    return ml_collections.ConfigDict(dict(weight_decay=4e-5, momentum=0.9, nesterov=True))
+def train_program(
+    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+) -> programs.Program:
+    """The trainer's program (`rsjax.train.programs.build`) for `model` on one device: the
+    paper's recipe (Nesterov momentum, weight decay 4e-5, label smoothing 0.1, EMA, the
+    warmup-cosine schedule as a traced argument) at `batch` images of `resolution` px."""
+    config = programs.model_config(model, resolution, batch, channels)
+    return programs.build(config, single_mesh(), (resolution, resolution, channels))
+
+
+def _abstract_batch(program: programs.Program, batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+    return {
+        "images": jax.ShapeDtypeStruct((batch, *program.image_shape), jnp.float32),
+        "labels": jax.ShapeDtypeStruct((batch,), jnp.int32),
+    }
 
 
 def lower_train_step(
     model: ResNetRS, batch: int, resolution: int, channels: int = 3
 ) -> jax.stages.Lowered:
     """The real train step lowered for abstract inputs (nothing is allocated or initialised)."""
-    image_shape = (resolution, resolution, channels)
-    init, step, _ = latency.jit_train_step(model, _default_optim(), image_shape, single_mesh())
-    data = {
-        "images": jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32),
-        "labels": jax.ShapeDtypeStruct((batch,), jnp.int32),
-    }
-    return step.lower(jax.eval_shape(init, jax.random.key(0)), data)
+    program = train_program(model, batch, resolution, channels)
+    schedule = jax.eval_shape(lambda: program.schedule(latency.nominal_durations(program.config)))
+    return program.train_step.lower(
+        program.abstract_state, _abstract_batch(program, batch), schedule
+    )
 
 
 def make_train_step(
     model: ResNetRS, batch: int, resolution: int, channels: int = 3
 ) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(init, step) closures around the real rsjax train step on a fixed random batch.
+    """(init, step) closures around the trainer's train step on a fixed random batch.
 
-    `init()` builds the state and compiles; `step()` runs one step and blocks. The step is
-    `rsjax.train.step.train_step` (loss with label smoothing, gradients, SGD + weight decay, EMA).
+    `init()` builds the state and compiles; `step()` runs one step and blocks. The step is the
+    trainer's (`train_program`: loss with label smoothing, gradients, SGD + weight decay, EMA).
     """
-    image_shape = (resolution, resolution, channels)
-    init_fn, step_fn, _ = latency.jit_train_step(
-        model, _default_optim(), image_shape, single_mesh()
-    )
+    program = train_program(model, batch, resolution, channels)
+    schedule = program.schedule(latency.nominal_durations(program.config))
     rng = np.random.default_rng(0)
     data = {
-        "images": jnp.asarray(rng.standard_normal((batch, *image_shape)), jnp.float32),
+        "images": jnp.asarray(rng.standard_normal((batch, *program.image_shape)), jnp.float32),
         "labels": jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32),
     }
     holder: dict[str, Any] = {}
 
     def init() -> None:
-        state, metrics = step_fn(init_fn(jax.random.key(0)), data)
+        state, metrics = program.train_step(program.init(jax.random.key(0)), data, schedule)
         jax.block_until_ready(metrics)
         holder["state"] = state
 
     def step() -> None:
-        holder["state"], metrics = step_fn(holder["state"], data)
+        holder["state"], metrics = program.train_step(holder["state"], data, schedule)
         jax.block_until_ready(metrics)
 
     return init, step

@@ -1,6 +1,6 @@
 """Lower and compile times of the rsjax train step per depth, unrolled and with scan_blocks.
 
-For each depth: the real train step (`rsjax.train.step.train_step`) is lowered for abstract
+For each depth: the trainer's train step (`rsjax.train.programs`) is lowered for abstract
 inputs (no initialisation) and compiled, unrolled and with `scan_blocks=True`; one JSON line per
 (depth, layout) with seconds (median, min, max over --repeats fresh compiles: jax's caches are
 cleared between repeats).
@@ -16,7 +16,7 @@ import sys
 import time
 
 import jax
-from common import build_model, emit, log, lower_train_step, spread
+from common import add_out_flag, build_model, emit, keep_output, log, lower_train_step, spread
 
 from rsjax import malloc_tuning
 from rsjax.models import BLOCK_LAYOUTS
@@ -47,7 +47,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=1, help="fresh compiles per setting")
     parser.add_argument("--layouts", default="scan,unrolled", help="scan and/or unrolled")
+    add_out_flag(parser)
     args = parser.parse_args(argv)
+    keep_output(args)
     depths = [int(d) for d in args.depths.split(",")]
     unknown = [d for d in depths if d not in BLOCK_LAYOUTS]
     if unknown:

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import build_model, emit, log, spread, time_calls
+from common import add_out_flag, build_model, emit, keep_output, log, spread, time_calls
 
 from rsjax import malloc_tuning
 from rsjax.models import conv as conv_lib
@@ -88,7 +88,9 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=("train", "infer"), default="train", help="y, dx, dW or y alone"
     )
+    add_out_flag(parser)
     args = parser.parse_args()
+    keep_output(args)
     impls = args.impls.split(",")
     for impl in impls:
         conv_lib.resolve_impl(impl)  # bad names fail before any compilation

@@ -24,7 +24,17 @@ import time
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from common import build_model, emit, log, make_train_step, rate, spread, time_calls
+from common import (
+    add_out_flag,
+    build_model,
+    emit,
+    keep_output,
+    log,
+    make_train_step,
+    rate,
+    spread,
+    time_calls,
+)
 
 from rsjax import malloc_tuning
 from rsjax.configs import imagenet as imagenet_config
@@ -81,7 +91,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=5, help="timed windows (>= 5)")
     parser.add_argument("--examples", type=int, default=512, help="distinct source images")
     parser.add_argument("--skip_train_step", action="store_true", help="pipeline numbers only")
+    add_out_flag(parser)
     args = parser.parse_args(argv)
+    keep_output(args)
     if min(args.batch, args.batches, args.windows, args.examples) < 1:
         parser.error("--batch, --batches, --windows and --examples must be >= 1")
     return args

@@ -12,7 +12,7 @@ Examples:
 import argparse
 import sys
 
-from common import build_model, emit, log, lower_train_step
+from common import add_out_flag, build_model, emit, keep_output, log, lower_train_step
 
 from rsjax import malloc_tuning
 from rsjax.models import BLOCK_LAYOUTS
@@ -46,7 +46,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--remat", default="none,full,dots", help="remat policies to compare")
     parser.add_argument("--scan_blocks", action="store_true", help="scan identical blocks")
+    add_out_flag(parser)
     args = parser.parse_args(argv)
+    keep_output(args)
     args.depths = [int(d) for d in args.depths.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
     args.remat = args.remat.split(",")

@@ -1,6 +1,6 @@
 """rsjax's ResNet-RS train step and inference against timm's, alternating in one run.
 
-Measures, per round and in turn: the real rsjax train step (`rsjax.train.step.train_step`: loss,
+Measures, per round and in turn: the trainer's train step (`rsjax.train.programs`: loss,
 gradients, SGD + weight decay, EMA) for each convolution implementation, rsjax inference, and
 timm's train step (forward, backward, SGD) and inference with the same batch, resolution and
 threads (timm runs in the reference venv as a subprocess: `benchmarks/timm_worker.py`; each
@@ -29,9 +29,11 @@ import sys
 import time
 
 from common import (
+    add_out_flag,
     build_model,
     cpu_threads,
     emit,
+    keep_output,
     log,
     make_inference,
     make_train_step,
@@ -47,10 +49,8 @@ from rsjax.profiling import flops_per_image
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-# timm's allocator: glibc keeping its memory, the fastest of four settings measured for timm here
-# (2026-11-25, resnetrs50, 160 px, train batch 16 / inference batch 32, img/s): this 10.4 / 38.3,
-# glibc with huge pages 9.3 / 36.2, glibc's defaults 9.4 / 30.7, jemalloc 5.8 / 16.0 (jemalloc,
-# rsjax's allocator, would slow timm down).
+# timm's allocator: glibc keeping its memory, the fastest of four settings measured for timm on
+# this CPU (jemalloc, rsjax's allocator, would slow timm down); the numbers: docs/host_memory.md.
 TIMM_GLIBC_TUNABLES = ":".join(
     [
         "glibc.malloc.hugetlb=1",
@@ -123,7 +123,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=str(REPO / ".venv-ref" / "bin" / "python"),
         help="python of the torch + timm venv; empty to skip timm",
     )
+    add_out_flag(parser)
     args = parser.parse_args(argv)
+    keep_output(args)
     if min(args.repeats, args.batch, args.infer_batch, args.steps) < 1:
         parser.error("--repeats, --batch, --infer_batch and --steps must be >= 1")
     if args.timm_python and not pathlib.Path(args.timm_python).exists():

@@ -6,6 +6,7 @@ Examples:
   rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
   rsjax train --help                # training flags and more examples
   rsjax profile --config imagenet:resnetrs50_i160        # Appendix H latency, memory, FLOPs
+  rsjax profile --config fashion_mnist --config.model.width_multiplier=0.5
   rsjax sweep plan sweeps/paper_fig3.py                  # a study's runs as a table
   rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local
   rsjax sweep status runs/fig3
@@ -17,10 +18,10 @@ Examples:
 import argparse
 import dataclasses
 import json
-import os
-import pathlib
 import sys
 from collections.abc import Sequence
+
+from rsjax.errors import UsageError
 
 TRAIN_USAGE = """usage: rsjax train --config FILE[:PRESET] --workdir DIR [--config.KEY=VALUE ...]
 
@@ -67,57 +68,51 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_config_path(value: str) -> str:
-    """'fashion_mnist:long' -> '<package>/configs/fashion_mnist.py:long' when not a path."""
-    path, _, preset = value.partition(":")
-    if not os.path.exists(path):
-        bundled = pathlib.Path(__file__).parent / "configs" / f"{pathlib.Path(path).stem}.py"
-        if bundled.exists() and bundled.stem not in ("__init__", "base"):
-            path = str(bundled)
-    return f"{path}:{preset}" if preset else path
+def _train(argv: Sequence[str]) -> int:
+    """`rsjax train`: loads and validates the config, then runs `train_and_evaluate`."""
+    from rsjax import configs
 
-
-def train_main(argv: Sequence[str]) -> int:
-    """`rsjax train`: parses absl/ml_collections flags and runs `train_and_evaluate`."""
-    argv = list(argv)
     if not argv or any(a in ("-h", "--help", "--helpfull") for a in argv):
         print(TRAIN_USAGE)
         return 0
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            argv[i + 1] = _resolve_config_path(argv[i + 1])
-        elif arg.startswith("--config="):
-            argv[i] = "--config=" + _resolve_config_path(arg.split("=", 1)[1])
-
-    from absl import flags
-    from ml_collections import config_flags
-
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "config file", flag_values=flag_values, lock_config=True
-    )
-    flags.DEFINE_string("workdir", None, "run directory", flag_values=flag_values)
-    flags.DEFINE_bool(
-        "jax_distributed", False, "jax.distributed.initialize()", flag_values=flag_values
-    )
-    try:
-        flag_values(["rsjax train", *argv])
-    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-        print(f"rsjax train: error: {e}", file=sys.stderr)
-        return 2
-    if flag_values.config is None or not flag_values.workdir:
-        print(
-            "rsjax train: error: --config and --workdir are required (see --help)", file=sys.stderr
-        )
-        return 2
-    if flag_values.jax_distributed:
+    spec, overrides, rest = configs.split_flags(argv, "rsjax train")
+    workdir, distributed = None, False
+    args = iter(rest)
+    for arg in args:
+        if arg == "--jax_distributed":
+            distributed = True
+        elif arg == "--workdir":
+            workdir = next(args, None)
+        elif arg.startswith("--workdir="):
+            workdir = arg.split("=", 1)[1]
+        else:
+            raise UsageError(f"unknown argument {arg!r} (see rsjax train --help)")
+    if spec is None or not workdir:
+        raise UsageError("--config and --workdir are required (see --help)")
+    config = configs.validate(configs.load(spec, overrides, as_text=True))
+    if distributed:
         import jax
 
         jax.distributed.initialize()
     from rsjax.train import train_and_evaluate
 
-    train_and_evaluate(flag_values.config, flag_values.workdir)
+    try:
+        train_and_evaluate(config, workdir)
+    except UsageError:
+        raise
+    except Exception as e:  # the record says "failed"; its traceback is in error.log
+        print(
+            f"rsjax train: failed: {type(e).__name__}: {_first_line(e)} (traceback in "
+            f"{workdir}/error.log)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train", help="train and evaluate one run (see rsjax train --help)", add_help=False
     )
-    _add_profile_parser(sub)
+    sub.add_parser(
+        "profile", help="train-step latency, memory, FLOPs and params of a config (Appendix H)",
+        add_help=False,
+    )  # fmt: skip
     _add_sweep_parsers(sub)
     from rsjax.analysis import commands as analysis_commands
 
@@ -152,46 +150,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile",
-        help="training-step latency, memory, FLOPs and params of a config (Appendix H)",
-        description="Time the real train step of a config on random data (median over --steps "
-        "after --warmup), starting at --batch_per_device per data-axis device and halving on "
-        "out-of-memory, normalised to the starting batch; also compiled peak memory, FLOPs per "
-        "image and parameters. Prints JSON; --workdir also writes result.json (status "
-        "profiled).\n\nExamples:\n  rsjax profile --config imagenet:resnetrs50_i160\n"
-        "  rsjax profile --config fashion_mnist --batch_per_device 256 --steps 20\n"
-        "  rsjax profile --config imagenet:resnetrs50_i160 --set model.depth=101 "
-        "--set data.image_size=192",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", required=True, help="bundled config[:preset], e.g. fashion_mnist")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value (JSON value or string); repeatable",
-    )  # fmt: skip
-    p.add_argument("--batch_per_device", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--workdir", help="also write WORKDIR/result.json with the profile")
-    p.set_defaults(func=_profile)
+PROFILE_USAGE = """usage: rsjax profile --config FILE[:PRESET] [--config.KEY=VALUE ...]
+                     [--batch_per_device N] [--steps N] [--warmup N] [--workdir DIR]
+
+Time the train step `rsjax train` runs for the config (the same program: schedule form, EMA,
+label smoothing, dtype, shardings) on random data: the median over --steps after --warmup,
+starting at --batch_per_device per data-axis device and halving on out-of-memory, normalised to
+the starting batch (the paper's Appendix H). Also compiled peak memory, FLOPs per image and
+parameters. Prints JSON; --workdir also writes result.json (status "profiled").
+
+Examples:
+  rsjax profile --config imagenet:resnetrs50_i160
+  rsjax profile --config fashion_mnist --config.model.depth=26
+  rsjax profile --config fashion_mnist --batch_per_device 256 --steps 20
+  rsjax profile --config imagenet:resnetrs50_i160 --config.model.depth=101 \\
+      --config.data.image_size=192
+"""
 
 
-def _profile(args: argparse.Namespace) -> int:
-    from rsjax.sweep.grid import apply_overrides, load_base
-    from rsjax.train import profile_run
+def _profile(argv: Sequence[str]) -> int:
+    """`rsjax profile`: the config's train step timed, as JSON on stdout."""
+    from rsjax import configs
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set wants KEY=VALUE, got {item!r}.")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    config = apply_overrides(load_base(args.config), overrides)
+    if any(a in ("-h", "--help") for a in argv):
+        print(PROFILE_USAGE)
+        return 0
+    spec, overrides, rest = configs.split_flags(argv, "rsjax profile")
+    parser = argparse.ArgumentParser(prog="rsjax profile", add_help=False)
+    parser.add_argument("--batch_per_device", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--workdir")
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise UsageError(f"unknown argument {unknown[0]!r} (see rsjax profile --help)")
+    if spec is None:
+        raise UsageError("--config is required (see --help)")
+    config = configs.validate(configs.load(spec, overrides, as_text=True))
+    from rsjax.train.profile_run import profile_run
+
     record = profile_run(
         config,
         args.workdir,
@@ -256,22 +253,21 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `rsjax` command. Bad input is one line on stderr and exit 2."""
     if argv is None:  # the command itself, not a call from Python
         from rsjax import malloc_tuning
 
         malloc_tuning.maybe_reexec()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        try:
-            return train_main(argv[1:])
-        except (ValueError, FileNotFoundError) as e:
-            print(f"rsjax train: error: {e}", file=sys.stderr)
-            return 2
-    args = build_parser().parse_args(argv)
+    own_parsers = {"train": _train, "profile": _profile}  # config flags: --config.KEY=VALUE
+    command = argv[0] if argv else None
     try:
+        if command in own_parsers:
+            return own_parsers[command](argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"rsjax {args.command}: error: {e}", file=sys.stderr)
+        print(f"rsjax {command}: error: {_first_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -4,28 +4,21 @@ XLA:CPU allocates each execution's buffers with `posix_memalign` and frees them 
 one combined temporary buffer (about 2 GB for the ResNet-RS-50 train step at batch 16, 160 px)
 plus the outputs, allocated on XLA's worker thread. glibc serves blocks above 32 MiB from a fresh
 `mmap` and returns them with `munmap` (a thread's arena always does, whatever the tunables), so
-every step faults in and zeroes all of that memory again. Measured on the 2-core CPU:
-
-- Fashion-MNIST default, 0.9 epochs, glibc's defaults: 7.5 M minor page faults, 24 s of system
-  time, 1807 training images/s. With transparent huge pages for malloc
-  (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`): 0.29 M faults, 8.6 s, 2456 images/s.
-- ResNet-RS-50 train step (batch 16, 160 px), glibc with huge pages: every step still faults in
-  979 huge pages (1.96 GB), and on this VM the steps alternate between 0.2 s and 1.2-1.8 s of
-  system time in the kernel's `clear_page` (5.2-6.1 against 8.0-9.1 images/s).
-  glibc can keep the memory only with one arena for all threads (`arena_max=1`, `mmap_max=0`):
-  8.4-8.6 images/s, but the input pipeline's and the compiler's threads then contend for that
-  arena (3x the input wait on the Fashion-MNIST default).
-- jemalloc with `JEMALLOC_CONF` (huge pages, no separate arena for large blocks, freed memory
-  kept for 30 s): no page faults in steady state, 9.2-9.4 images/s on RS-50, and 3770-3790
-  instead of 2870-3180 images/s on the Fashion-MNIST default, with the same input wait.
+every step faults in and zeroes all of that memory again.
 
 So the `rsjax` command and the benchmark scripts re-execute themselves (`maybe_reexec`) with
-jemalloc preloaded when the system has it (Debian/Ubuntu: `apt-get install libjemalloc2`; `make
-test` and `make demo` install it when they can), and with glibc's huge-page tunable otherwise.
-The allocator only moves memory around: results are bit-identical. A setting the user already
-made (`LD_PRELOAD` with jemalloc, `MALLOC_CONF`, `glibc.malloc.hugetlb`) is kept as it is;
-`RSJAX_MALLOC_TUNING=0` opts out. A library caller's process cannot be re-executed:
-`rsjax.train.train_and_evaluate` logs `advice()` instead.
+jemalloc preloaded when the system has it (`find_jemalloc`; Debian/Ubuntu: `apt-get install
+libjemalloc2`; `make test` and `make demo` install it when they can), configured by
+`JEMALLOC_CONF` (huge pages, no separate eagerly purged arena for large blocks, freed memory kept
+mapped for 30 s so the next step reuses it), and with glibc's huge-page tunable
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) otherwise. The allocator only moves memory around:
+results are bit-identical. A setting the user already made (`LD_PRELOAD` with jemalloc,
+`MALLOC_CONF`, `glibc.malloc.hugetlb`) is kept as it is; `RSJAX_MALLOC_TUNING=0` opts out. A
+library caller's process cannot be re-executed: `rsjax.train.train_and_evaluate` logs `advice()`
+instead, and `env $(python -m rsjax.malloc_tuning) CMD` starts CMD with the settings.
+
+The measurements behind these choices (page faults, system time and images/s of each allocator
+and tunable tried): docs/host_memory.md.
 """
 
 import glob

@@ -18,13 +18,8 @@ Presets (`sweeps/fmnist_fig3.py:PRESET`):
   demo: what `make demo` runs: 0.1 and 1 epochs, 24 and 32 px, the base (RS-26, width 0.125),
         one deeper (RS-50) and one wider (width 0.25) model: 12 runs.
 
-Cost, measured: the train step alone (`rsjax profile`, batch 128, 2026-11-24) runs at
-3160 / 1880 / 2290 / 1040 images/s at 24 px and 1510 / 710 / 1030 / 480 at 40 px for
-RS-26 w0.125 / RS-26 w0.25 / RS-50 w0.125 / RS-50 w0.25, i.e. ~11 ms per image through all 12
-models; with 4.6 epochs per model that is ~50 minutes of steps plus ~35 s of start-up,
-compilation and evaluation per run (~20 minutes), with `--parallel 1`. Measured end to end
-(2026-11-24, `--launcher local`): 1 h 42 min 30 s for the 36 runs (the input pipeline shares the
-two cores, so steps run slower than the step-alone rates above).
+Cost: about 1 h 45 min for the 36 runs and 10 minutes for the demo's 12 on the 2-core CPU,
+with `--parallel 1` (measurements: docs/fashion_mnist.md, "The Figure 3 sweep").
 
 Commands:
   rsjax sweep plan sweeps/fmnist_fig3.py

@@ -27,13 +27,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
+from rsjax.configs import apply_overrides
 from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.models import ResNetRS, abstract_variables
-from rsjax.sweep.grid import apply_overrides
-from rsjax.train.step import train_step
+from rsjax.train import programs, sharding
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.
 TINY_KWARGS = dict(depth=0, stage_sizes=(1, 1, 1, 1), width_multiplier=0.125, num_classes=7)
@@ -94,22 +93,35 @@ def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.Confi
     )
 
 
-def jit_train_step(model, tx, learning_rate: float, ema: float, **jit_kwargs):
-    """`train_step` with a constant schedule, seed 0 and label smoothing 0.1, jitted."""
-    return jax.jit(
-        lambda state, batch: train_step(
-            state,
-            batch,
-            model=model,
-            tx=tx,
-            schedule=optax.constant_schedule(learning_rate),
-            seed=0,
-            label_smoothing=0.1,
-            ema=ema,
-            ema_warmup=True,
-        ),
-        **jit_kwargs,
+# Durations whose cosine stays within 1e-9 of its peak over a test's few steps: a constant rate.
+FLAT_DURATIONS = programs.Durations(total_steps=10**9, warmup_steps=0, eval_every_steps=0)
+
+
+def train_program(
+    model: ResNetRS,
+    batch: int,
+    learning_rate: float,
+    resolution: int = 32,
+    mesh=None,
+    **overrides,
+):
+    """(program, schedule): the trainer's program (`rsjax.train.programs`) for `model` on
+    `batch` images of `resolution` px at a constant `learning_rate`, on `mesh` (default one
+    device); `overrides` are dotted config keys ("ema_decay": 0.99)."""
+    mesh = mesh or sharding.make_mesh(1, 1)
+    config = programs.model_config(
+        model,
+        resolution,
+        batch,
+        **{
+            "optim.base_learning_rate": learning_rate * 256 / batch,
+            "mesh.data": mesh.shape["data"],
+            "mesh.model": mesh.shape["model"],
+            **overrides,
+        },
     )
+    program = programs.build(config, mesh, (resolution, resolution, 3))
+    return program, program.schedule(FLAT_DURATIONS)
 
 
 def random_variables(model, channels=3, seed=0):

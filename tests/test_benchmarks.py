@@ -1,5 +1,6 @@
 """The benchmark scripts' shared helpers still fit the trainer's API (the scripts are not in CI)."""
 
+import json
 import pathlib
 import sys
 
@@ -59,3 +60,20 @@ def test_timm_runs_on_glibc_with_its_tunables_not_on_rsjax_jemalloc():
         "GLIBC_TUNABLES": train_step.TIMM_GLIBC_TUNABLES,
     }
     assert "LD_PRELOAD" not in train_step.timm_environment({"LD_PRELOAD": "libjemalloc.so.2"})
+
+
+def test_out_keeps_stamped_json_lines_across_runs(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    out = tmp_path / "results" / "bench.jsonl"
+    monkeypatch.setattr(common, "_KEEP", [])
+    for run in range(2):  # a second run appends, it does not overwrite
+        parser = argparse.ArgumentParser()
+        common.add_out_flag(parser)
+        common.keep_output(parser.parse_args(["--out", str(out)]))
+        common.emit({"kind": "step", "run": run})
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [{"kind": "step", "run": 0}, {"kind": "step", "run": 1}]  # stdout unstamped
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [k["run"] for k in kept] == [0, 1]
+    assert all({"benchmark", "utc", "rsjax", "jax"} <= set(k) for k in kept)

@@ -136,6 +136,7 @@ def test_eval_batches_pad_and_cover_the_split_once(small_fmnist, process_count):
     assert np.all(last["images"][last["mask"] == 0] == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, size", [("resnetrs50_i160", 160), ("resnetrs152_i224", 224)])
 def test_imagenet_pipeline_on_mock_data(tmp_path, preset, size):
     data = imagenet_config.get_config(preset).data

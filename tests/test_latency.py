@@ -6,9 +6,7 @@ import pytest
 
 from rsjax import cli
 from rsjax.configs import fashion_mnist as fmnist_config
-from rsjax.models import ResNetRS
 from rsjax.train import latency, sharding
-from tests.conftest import TINY_KWARGS
 
 
 class FakeOOM(RuntimeError):
@@ -16,7 +14,7 @@ class FakeOOM(RuntimeError):
 
 
 def fake_measure(fits_up_to, seen):
-    def measure(model, optim_config, image_shape, global_batch, mesh, **kwargs):
+    def measure(config, global_batch, mesh, **kwargs):
         seen.append(global_batch)
         if global_batch > fits_up_to:
             raise FakeOOM(f"RESOURCE_EXHAUSTED: Out of memory allocating {global_batch} images")
@@ -27,9 +25,7 @@ def fake_measure(fits_up_to, seen):
 
 def profile(measure, batch_per_device=128):
     return latency.profile_train_step(
-        ResNetRS(**TINY_KWARGS),
-        fmnist_config.get_config("tiny").optim,
-        (28, 28, 1),
+        fmnist_config.get_config("tiny"),
         sharding.make_mesh(1, 1),
         batch_per_device=batch_per_device,
         measure=measure,
@@ -63,7 +59,7 @@ def test_profile_cli_on_cpu(tmp_path, capsys):
     """The real thing, small: tiny Fashion-MNIST config, batch 8, two timed steps."""
     code = cli.main(
         ["profile", "--config", "fashion_mnist:tiny", "--batch_per_device", "8", "--steps", "2",
-         "--warmup", "1", "--set", "data.image_size=24", "--workdir", str(tmp_path)]
+         "--warmup", "1", "--config.data.image_size=24", "--workdir", str(tmp_path)]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -79,5 +75,5 @@ def test_profile_cli_on_cpu(tmp_path, capsys):
 
 
 def test_profile_cli_bad_override(capsys):
-    assert cli.main(["profile", "--config", "fashion_mnist", "--set", "model.depthh=3"]) == 2
+    assert cli.main(["profile", "--config", "fashion_mnist", "--config.model.depthh=3"]) == 2
     assert "model.depthh" in capsys.readouterr().err

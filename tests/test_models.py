@@ -292,3 +292,26 @@ def test_stem_stride_one_halves_the_output_stride():
         x,
     )
     assert state["intermediates"]["stem"]["__call__"][0].shape[1:3] == (14, 14)
+
+
+def test_block_layouts_equal_the_bundled_table11():
+    """layouts.BLOCK_LAYOUTS is code; the paper's Table 11 is the bundled CSV: they agree."""
+    from rsjax import paper_tables
+
+    rows = paper_tables.load("table11_block_layouts")
+    assert len(rows) >= 7
+    for row in rows:
+        stages = tuple(int(row[c]) for c in ("c2", "c3", "c4", "c5"))
+        assert BLOCK_LAYOUTS[row["depth"]] == stages, row
+
+
+def test_registry_defaults_are_the_last_table8_row_of_each_depth():
+    from rsjax import paper_tables
+    from rsjax.models import get_preset
+
+    last = {r["depth"]: r for r in paper_tables.load("table8_hparams")}
+    for depth, row in last.items():
+        preset = get_preset(f"resnetrs{depth}")
+        assert preset.default_resolution == row["image_resolution"]
+        assert preset.kwargs["dropout_rate"] == row["dropout_rate"]
+        assert preset.kwargs["stochastic_depth_rate"] == row["stochastic_depth_rate"]

@@ -24,6 +24,7 @@ def with_parameters(notebook: nbformat.NotebookNode, **values) -> nbformat.Noteb
     return notebook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs_and_writes_its_figures(name, tmp_path):
     notebook = with_parameters(

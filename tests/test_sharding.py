@@ -4,7 +4,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec as P
@@ -12,8 +11,8 @@ from jax.sharding import PartitionSpec as P
 from rsjax.models import ResNetRS
 from rsjax.models.layers import GroupedBatchNorm
 from rsjax.train import sharding
-from rsjax.train.state import averaged_variables, create_train_state
-from tests.conftest import TINY_KWARGS, jit_train_step
+from rsjax.train.state import averaged_variables
+from tests.conftest import TINY_KWARGS, train_program
 
 STEPS = 3
 # fp32 tolerances, relative L2 over each part of the state after STEPS steps at LR 0.1 (measured
@@ -38,25 +37,14 @@ def relative_l2(tree, ref_tree) -> float:
 
 
 def run(mesh, fsdp=False, group_size=0, layout="tree"):
+    """(losses, state) after STEPS steps of the trainer's program at LR 0.1 on `mesh`."""
     model = ResNetRS(
         **TINY_KWARGS, dropout_rate=0.2, stochastic_depth_rate=0.2, bn_group_size=group_size
     )
-    sgd = optax.sgd(0.1, momentum=0.9, nesterov=True)
-    tx = optax.chain(
-        optax.add_decayed_weights(4e-5), optax.flatten(sgd) if layout == "flat" else sgd
+    program, schedule = train_program(
+        model, 16, 0.1, mesh=mesh, fsdp=fsdp, state_layout=layout, ema_decay=0.9
     )
-    init = lambda key: create_train_state(key, model, tx, (32, 32, 3), layout)  # noqa: E731
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    state_sh = sharding.tree_shardings(abstract, mesh, fsdp=fsdp)
-    state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
-    step = jit_train_step(
-        model,
-        tx,
-        0.1,
-        0.9,
-        in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-    )
+    state = program.init(jax.random.key(0))
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(STEPS):
@@ -64,7 +52,10 @@ def run(mesh, fsdp=False, group_size=0, layout="tree"):
             "images": rng.normal(size=(16, 32, 32, 3)).astype(np.float32),
             "labels": rng.integers(0, 7, 16).astype(np.int32),
         }
-        state, metrics = step(state, sharding.global_batch(host, mesh))
+        batch = sharding.global_batch(host, mesh)
+        for shard in batch["images"].addressable_shards:  # the batch is split over `data`
+            assert shard.data.shape == (16 // mesh.shape["data"], 32, 32, 3)
+        state, metrics = program.train_step(state, batch, schedule)
         losses.append(float(metrics["loss"]))
     return losses, state
 
@@ -86,15 +77,20 @@ def as_tree_layout(state):
     state = jax.device_get(state)
     if state.layout == "tree":
         return state
-    (trace,) = jax.tree.leaves(state.opt_state)
+    unravel = ravel_pytree(state.params)[1]
+    size = sum(leaf.size for leaf in jax.tree.leaves(state.params))
     averaged = averaged_variables(state)
     return state.replace(
-        opt_state=ravel_pytree(state.params)[1](trace),
+        # The momentum trace is the one parameter-sized vector (the schedule's count is not).
+        opt_state=jax.tree.map(
+            lambda x: unravel(x) if x.ndim == 1 and x.size == size else x, state.opt_state
+        ),
         ema_params=averaged["params"],
         ema_batch_stats=averaged["batch_stats"],
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "data, model, fsdp, layout",
     [
@@ -172,6 +168,7 @@ def test_grouped_batch_norm_equals_per_group_batch_norm():
         )
 
 
+@pytest.mark.slow
 def test_grouped_bn_model_trains_sharded(single_device):
     losses, _ = run(sharding.make_mesh(8, 1), group_size=8)
     assert np.all(np.isfinite(losses))

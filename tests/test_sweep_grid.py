@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from rsjax.sweep import Run, apply_overrides, build_config, load_base, load_sweep, rules
+from rsjax.configs import apply_overrides, load_file
+from rsjax.sweep import Run, build_config, load_sweep, rules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLES = ROOT / "rsjax" / "paper_tables"
@@ -259,14 +260,16 @@ def test_run_ids_are_deterministic_and_content_based(sweeps):
     a = Run("a", {"model.depth": 101, "num_epochs": 350.0}, "imagenet:resnetrs50_i160")
     assert Run("b", {"num_epochs": 350, "model.depth": 101}, a.base).run_id == a.run_id
     assert Run("a", {"model.depth": 152, "num_epochs": 350.0}, a.base).run_id != a.run_id
-    assert Run("a", dict(a.overrides), "imagenet:resnetrs101_i160").run_id != a.run_id
+    # The id is the full config's: the same config reached from another preset is the same run.
+    assert Run("a", dict(a.overrides), "imagenet:resnetrs101_i160").run_id == a.run_id
+    assert Run("a", dict(a.overrides), "imagenet:resnetrs101_i192").run_id != a.run_id
     # The same model at the same epochs is the same run in Figures 2 and 3 (shared across sweeps).
     fig3_350 = {r.run_id for r in sweeps["paper_fig3"] if r.overrides["num_epochs"] == 350}
     assert len(fig3_350) == 48 and fig3_350 <= {r.run_id for r in sweeps["paper_fig2"]}
 
 
 def test_apply_overrides_keeps_tuples_and_names_bad_keys():
-    c = load_base("fashion_mnist")
+    c = load_file("fashion_mnist")
     apply_overrides(c, {"data.area_range": [0.5, 1.0], "model.stage_sizes": [2, 2, 2, 2]})
     assert c.data.area_range == (0.5, 1.0) and isinstance(c.data.area_range, tuple)
     assert c.model.stage_sizes == (2, 2, 2, 2) and isinstance(c.model.stage_sizes, tuple)
@@ -275,7 +278,7 @@ def test_apply_overrides_keeps_tuples_and_names_bad_keys():
             apply_overrides(c, {key: 1})
     with pytest.raises(ValueError, match=r"'model\.depth'"):
         apply_overrides(c, {"model.depth": "deep"})
-    with pytest.raises(ValueError, match="Unknown base config 'cifar'"):
+    with pytest.raises(ValueError, match="no config file 'cifar'"):
         build_config(Run("x", {}, "cifar"))
 
 

@@ -32,7 +32,7 @@ FAKE_WORKER = textwrap.dedent(
         if not acquired:
             sys.exit(state.LOCKED_EXIT_CODE)
         if (run_dir / "result.json").exists():
-            sys.exit(0)
+            sys.exit(state.DONE_EXIT_CODE)
         with open(run_dir.parent / "trained.log", "a") as log:
             log.write(run_dir.name + "\\n")
         time.sleep(float(os.environ.get("FAKE_SECONDS", "0.5")))
@@ -127,6 +127,7 @@ def test_only_glob_and_bad_parallel(tmp_path):
         local.launch_local(runs, tmp_path, parallel=0)
 
 
+@pytest.mark.slow
 def test_killed_launcher_relaunch_finishes_without_redoing(small_fmnist, tmp_path):
     """Real training: kill the launcher (and its worker) after the first run completes."""
     data = {

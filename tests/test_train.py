@@ -20,10 +20,10 @@ import pytest
 from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.models import ResNetRS
 from rsjax.results import read_result
-from rsjax.train import checkpoint, optim, trainer
-from rsjax.train.state import averaged_variables, create_train_state, ema_decay, resolve_layout
-from rsjax.train.step import cross_entropy, eval_step
-from tests.conftest import TINY_KWARGS, jit_train_step, small_fmnist_config
+from rsjax.train import checkpoint, optim, programs, sharding, trainer
+from rsjax.train.state import averaged_variables, ema_decay, resolve_layout
+from rsjax.train.step import cross_entropy
+from tests.conftest import TINY_KWARGS, small_fmnist_config, train_program
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -108,48 +108,45 @@ def test_label_smoothing_cross_entropy():
 
 
 def test_train_step_learns_a_fixed_batch_and_tracks_ema(tiny_model):
-    tx = optax.sgd(0.05, momentum=0.9)
-    state = jax.jit(lambda k: create_train_state(k, tiny_model, tx, (32, 32, 3)))(jax.random.key(0))
+    program, schedule = train_program(tiny_model, 8, 0.05, ema_decay=0.99)
+    state = program.init(jax.random.key(0))
     batch = {
         "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
         "labels": jnp.arange(8) % 7,
     }
-    step = jit_train_step(tiny_model, tx, 0.05, 0.99)
     losses = []
     for _ in range(8):
-        state, metrics = step(state, batch)
+        state, metrics = program.train_step(state, batch, schedule)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0]
     assert int(state.step) == 8
-    params, ema = state.params["classifier"]["kernel"], state.ema_params["classifier"]["kernel"]
+    params = state.params["classifier"]["kernel"]
+    ema = averaged_variables(state)["params"]["classifier"]["kernel"]
     assert not np.allclose(params, ema)
-    assert not np.allclose(state.ema_batch_stats["stem"]["bn1"]["mean"], 0.0)
+    assert not np.allclose(averaged_variables(state)["batch_stats"]["stem"]["bn1"]["mean"], 0.0)
 
 
+@pytest.mark.slow
 def test_flat_and_tree_state_layouts_train_and_evaluate_alike(tiny_model):
     """The "flat" layout (raveled momentum and EMAs) computes the tree layout's step: same losses,
-    parameters, statistics and EMAs after 4 steps (fp32, 1e-6 relative: only the order of the
-    grad-norm sum differs), and evaluation unravels its EMAs into the same weights."""
-    config = fmnist_config.get_config().optim
+    parameters, statistics and EMAs after 4 steps of the trainer's program (fp32, 1e-5 relative:
+    the optimiser's sums and the grad norm run in another order over the raveled vector; the 4th
+    loss differed by 1.3e-6 when this was set), and evaluation unravels its EMAs into the same
+    weights."""
     batch = {
         "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
         "labels": jnp.arange(8) % 7,
     }
-    states, metrics = {}, {}
+    states, metrics, programs_ = {}, {}, {}
     for layout in ("tree", "flat"):
-        tx = optim.make_optimizer(config, optax.constant_schedule(0.05), layout)
-        state = jax.jit(
-            lambda k, tx=tx, layout=layout: create_train_state(
-                k, tiny_model, tx, (32, 32, 3), layout=layout
-            )
-        )(jax.random.key(0))
+        program, schedule = train_program(tiny_model, 8, 0.05, ema_decay=0.9, state_layout=layout)
+        state = program.init(jax.random.key(0))
         assert state.layout == layout
-        step = jit_train_step(tiny_model, tx, 0.05, 0.9)
         metrics[layout] = []
         for _ in range(4):
-            state, m = step(state, batch)
+            state, m = program.train_step(state, batch, schedule)
             metrics[layout].append(m)
-        states[layout] = state
+        states[layout], programs_[layout] = state, program
     tree, flat = states["tree"], states["flat"]
     assert flat.ema_params.ndim == 1 and flat.ema_batch_stats.ndim == 1
     assert jax.tree.leaves(flat.opt_state)[0].ndim == 1  # the momentum trace, raveled
@@ -157,14 +154,14 @@ def test_flat_and_tree_state_layouts_train_and_evaluate_alike(tiny_model):
         np.testing.assert_allclose(
             [float(m[key]) for m in metrics["flat"]],
             [float(m[key]) for m in metrics["tree"]],
-            rtol=1e-6,
+            rtol=1e-5,
         )
-    close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
     jax.tree.map(close, flat.params, tree.params)
     jax.tree.map(close, flat.batch_stats, tree.batch_stats)
     jax.tree.map(close, averaged_variables(flat), averaged_variables(tree))
     batch = {**batch, "mask": jnp.ones(8)}
-    sums = {layout: eval_step(states[layout], batch, model=tiny_model) for layout in states}
+    sums = {layout: programs_[layout].eval_step(states[layout], batch) for layout in states}
     jax.tree.map(close, sums["flat"], sums["tree"])
 
 
@@ -175,27 +172,24 @@ def test_state_layout_auto_is_flat_on_cpu_and_checked():
         resolve_layout("packed")
 
 
+@pytest.mark.slow
 def test_bfloat16_losses_track_float32():
     """bf16 activations (fp32 params, loss and BN statistics) follow the fp32 run step by step.
 
     Tolerance: 2% relative per-step loss over 5 steps (bf16 keeps 8 mantissa bits; the
     differences compound through the updates).
     """
-    tx = optax.sgd(0.05, momentum=0.9)
     batch = {
         "images": jax.random.normal(jax.random.key(1), (8, 32, 32, 3)),
         "labels": jnp.arange(8) % 7,
     }
     losses = {}
     for name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
-        model = ResNetRS(**TINY_KWARGS, dtype=dtype)
-        state = jax.jit(lambda k, m=model: create_train_state(k, m, tx, (32, 32, 3)))(
-            jax.random.key(0)
-        )
-        step = jit_train_step(model, tx, 0.05, 0.99)
+        program, schedule = train_program(ResNetRS(**TINY_KWARGS, dtype=dtype), 8, 0.05)
+        state = program.init(jax.random.key(0))
         losses[name] = []
         for _ in range(5):
-            state, metrics = step(state, batch)
+            state, metrics = program.train_step(state, batch, schedule)
             assert metrics["loss"].dtype == jnp.float32
             losses[name].append(float(metrics["loss"]))
         assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
@@ -275,7 +269,7 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
         ({"data.name": "no_such_dataset_xyz"}, "Unknown dataset"),
         ({"global_batch_size": 0}, "global_batch_size must be > 0"),
         ({"model.depth": 51, "model.stage_sizes": ()}, "Unknown ResNet-RS depth"),
-        ({"mesh.data": 16}, "needs 16 devices"),
+        ({"mesh.data": 16, "eval_batch_size": 64}, "needs 16 devices"),
         ({"mesh.data": 8, "global_batch_size": 12}, "not divisible by the mesh's data axis"),
         ({"data.cutout_pad": 28}, "cutout_pad must be in"),
     ],
@@ -328,6 +322,7 @@ def final_params(workdir: pathlib.Path) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(restored)]
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
     """Kill -9 after the step-4 checkpoint, rerun the same command: same bits as no kill."""
     flags = config_flags(small_fmnist, steps=10, checkpoint_every=4)
@@ -345,7 +340,7 @@ def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed_dir / "result.json").exists()
+    assert read_result(killed_dir / "result.json")["status"] == "running"  # as it was killed
     resumed = run_cli([*flags, "--workdir", str(killed_dir)])
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
@@ -356,6 +351,7 @@ def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(small_fmnist, tmp_path):
     """Preemption: SIGTERM makes the run checkpoint its current step and exit 0; rerunning the
     same command resumes from that step and completes."""
@@ -373,6 +369,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(small_fmnist, tmp_pat
     saved = int(out.split("preempted: checkpoint saved at step ")[1].split()[0])
     assert 0 < saved < 400
     assert (tmp_path / "checkpoints" / str(saved)).exists()
+    record = read_result(tmp_path / "result.json")
+    assert record["status"] == "preempted" and record["checkpoint_step"] == saved
     resumed = run_cli([*flags, "--workdir", str(tmp_path), "--config.num_train_steps=400"])
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
@@ -404,6 +402,7 @@ def test_cli_errors(tmp_path, capsys):
     assert "Examples:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_step_on_mock_imagenet_batches(tmp_path):
     """A width-0.25 ResNet-RS-50 takes a train step on the ImageNet pipeline's mock output."""
     import tensorflow_datasets as tfds
@@ -419,10 +418,10 @@ def test_train_step_on_mock_imagenet_batches(tmp_path):
     with tfds.testing.mock_data(num_examples=8, data_dir=str(tmp_path)):
         builder = input_pipeline.get_builder(config.data)
         batch = next(input_pipeline.train_batches(builder, config.data, seed=0, local_batch=4))
-    model = trainer.build_model(config)
-    tx = optim.make_optimizer(config.optim, optax.constant_schedule(0.1))
-    state = jax.jit(lambda k: create_train_state(k, model, tx, (160, 160, 3)))(jax.random.key(0))
-    state, metrics = jit_train_step(model, tx, 0.1, 0.9999)(state, batch)
+    program = programs.build(config, sharding.make_mesh(1, 1), (160, 160, 3))
+    state = program.init(jax.random.key(0))
+    schedule = program.schedule(programs.durations(config, steps_per_epoch=2))
+    state, metrics = program.train_step(state, batch, schedule)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
     assert float(metrics["loss"]) == pytest.approx(np.log(1000), rel=0.1)
 
@@ -437,7 +436,7 @@ def test_a_run_shorter_than_two_log_intervals_still_times_its_steps(small_fmnist
 
 @pytest.mark.parametrize("preset", ["default", "long", "tiny"])
 def test_fashion_mnist_presets_build_models_for_28px(preset):
-    from rsjax.train.trainer import build_model
+    from rsjax.configs import build_model
 
     config = fmnist_config.get_config(preset)
     model = build_model(config)

@@ -1,1 +1,24 @@
-"""Configs are code: `get_config(preset)` files returning a locked `ml_collections.ConfigDict`."""
+"""Configs are code: `get_config(preset)` files returning a locked `ml_collections.ConfigDict`.
+
+One loader (`load`), one validation (`validate`) and one identity (`run_id`) serve every entry
+point: `rsjax train`, `rsjax profile`, sweep files, workers and launchers.
+"""
+
+from rsjax.configs.identity import IDENTITY_KEYS, RESUMABLE_KEYS, content_id, run_id
+from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
+from rsjax.configs.validation import DTYPES, build_model, validate
+
+__all__ = [
+    "BUNDLED",
+    "DTYPES",
+    "IDENTITY_KEYS",
+    "RESUMABLE_KEYS",
+    "apply_overrides",
+    "build_model",
+    "content_id",
+    "load",
+    "load_file",
+    "run_id",
+    "split_flags",
+    "validate",
+]

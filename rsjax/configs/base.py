@@ -14,6 +14,7 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = ""  # a readable run name (sweeps set it); defaults to the preset
+    c.sweep = ""  # the sweep the run belongs to (sweeps set it); labels, not part of the run id
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
@@ -57,9 +58,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.shuffle_buffer = 16_384
     c.data.prefetch_batches = 4  # host batches prepared ahead of the train step
     c.data.threads = 0  # tf.data private thread pool (0: TF's default)
-    # tf.data autotuning (buffer sizes, RAM budget). Off by default: its model thread made
-    # deleting the train iterator (end of run, preemption) wait 45-53 s in 4 of 11 SIGTERMs on
-    # fashion_mnist:long; off, AUTOTUNE maps run one call per core, and no slower (README).
+    # tf.data autotuning (buffer sizes, RAM budget). Off by default: its model thread can hold
+    # up deleting the train iterator (end of run, preemption) for most of a minute; off, AUTOTUNE
+    # maps run one call per core, no slower, with the same batches (docs/performance.md).
     c.data.autotune = False
 
     c.optim = ml_collections.ConfigDict()

@@ -1,35 +1,22 @@
 """Fashion-MNIST at CPU scale (28x28 grayscale, 10 classes), read from the Debian package.
 
-Presets (`--config rsjax/configs/fashion_mnist.py:PRESET`):
-  default: blocks 1-1-2-1 at width 0.25 on the native 28 px images, mild crops (area 0.85-1),
-           weight decay 5e-4, 28 epochs. Measured on the 2-core CPU (2026-11-24, alone):
-           93.33% test top-1 (EMA 93.21%) in 12 min 42 s wall-clock, ~2330 images/s.
-  long:    the stem's first conv at stride 1 (14x14 features in c2 instead of 7x7), width 0.5
-           (3.1 M params, ~4x the FLOPs of width 0.25), no RandAugment or dropout, cutout of
-           10x10 px squares (`data.cutout_pad=5`), 80 epochs, evaluated every 10 epochs.
-           Measured, 80 epochs, seed 0 (2026-11-25): 95.13% test top-1 (EMA 95.15%) in 195 min
-           wall-clock in two resumed pieces (194 min of train steps, median ~421 images/s);
-           EMA top-1 every 10 epochs 92.4 / 93.2 / 93.7 / 94.1 / 94.5 / 94.9 / 95.3 / 95.2,
-           train top-1 under augmentation 97.3% at the end. One seed: expect ~95.1 +- 0.2.
-           The same config for 60 epochs gave 94.99% and 95.00% EMA (two seeds), for 40
-           epochs 94.68%; README ("Measured on this project's 2-core CPU") has every run that
-           led here and why RandAugment and dropout were dropped.
-  tiny:    the smallest network for smoke tests (200 steps).
-Other measurements (2-core CPU, 2026-11-24; batch 128, peak LR 0.1, EMA 0.999; since the
-huge-page malloc and the one-pipeline input of 2026-11-24, unless marked "before"):
-  blocks 1-1-1-1, 30 epochs: 92.86% (EMA 92.99%) in 13 min 38 s, ~2290 images/s;
-  width 0.5, blocks 1-1-2-1, 24 epochs: 93.30% (EMA 93.25%) in 28 min, ~870 images/s: twice
-  the width buys nothing at 7x7 features in c2 (the stem's 4x downsampling is the likelier limit);
-  before: blocks 1-1-1-1, 25 epochs: 92.97% (EMA 92.96%) in 17 min 6 s (~2 min of it input
-  stalls at epoch starts); with a 10k shuffle buffer 26 epochs 92.79% (92.81%) in 17 min 2 s,
-  24 epochs 92.41% (92.34%) in 16 min 46 s; 32 px, 20 epochs: 92.70% (92.64%);
-  40 px, weight decay 4e-5, 9 epochs: 91.27% EMA in 11 min 33 s.
-Earlier: RS-26 at width 0.25 on 28 px with crops of 35-100% area, 8 epochs: 87.9% (15.6 min).
-`model.stem_stride=1` (the long preset) ran at ~400 images/s before huge-page malloc, ~650 since
-(without RandAugment; ~450-600 with it, which also makes the input wait ~10% of the time).
+The images come from Debian's `dataset-fashion-mnist` files (`data.manual_dir`) through the
+`fashion_mnist_debian` tfds builder, so they take the same input path as ImageNet. Every preset
+trains at batch 128 (peak LR 0.2 x 128 / 256 = 0.1 after half an epoch of warmup, cosine to 0),
+weight decay 5e-4, EMA 0.999, no dropout or stochastic depth, crops of 85-100% area, flips and no
+RandAugment, on the native 28 px with the whole split in the shuffle buffer, and evaluates on the
+test split with the whole image (crop fraction 1, bilinear resize).
+
+Presets (`--config fashion_mnist:PRESET`, or `rsjax/configs/fashion_mnist.py:PRESET`):
+  default: blocks 1-1-2-1 at width 0.25, 28 epochs (see docs/fashion_mnist.md).
+  long:    the 95% preset: the stem's first conv at stride 1 (14x14 features in c2 instead of
+           7x7), width 0.5 (3.1 M params), cutout of 10x10 px squares (`data.cutout_pad=5`),
+           80 epochs, evaluated every 10 epochs (see docs/fashion_mnist.md).
+  tiny:    the smallest network for smoke tests (width 0.125, blocks 1-1-1-1, 200 steps).
+What each preset measured, and every run that led to these choices: docs/fashion_mnist.md.
 
 Command:
-  rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
+  rsjax train --config fashion_mnist --workdir /tmp/fmnist
 """
 
 import ml_collections

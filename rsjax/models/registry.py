@@ -14,6 +14,7 @@ print FLOPs at the preset's resolution.
 import dataclasses
 from typing import Any
 
+from rsjax import paper_tables
 from rsjax.models.layouts import BLOCK_LAYOUTS
 from rsjax.models.resnet_rs import ResNetRS
 
@@ -30,16 +31,21 @@ class Preset:
     description: str
 
 
-# Table 8 (first row of each depth): resolution, stochastic depth, dropout.
-_TABLE8_DEFAULTS = {
-    50: (160, 0.0, 0.25),
-    101: (192, 0.0, 0.25),
-    152: (256, 0.0, 0.25),
-    200: (256, 0.1, 0.25),
-    270: (256, 0.1, 0.25),
-    350: (256, 0.1, 0.25),
-    420: (320, 0.1, 0.4),
-}
+def _table8_defaults() -> dict[int, tuple[int, float, float]]:
+    """depth -> (resolution, stochastic depth, dropout) of the last (highest-resolution) row of
+    each depth in the bundled Table 8 (`rsjax/paper_tables/table8_hparams.csv`), the one source
+    of these numbers."""
+    return {
+        row["depth"]: (
+            row["image_resolution"],
+            float(row["stochastic_depth_rate"]),
+            float(row["dropout_rate"]),
+        )
+        for row in paper_tables.load("table8_hparams")  # later rows of a depth win
+    }
+
+
+_TABLE8_DEFAULTS = _table8_defaults()
 _SCALING_STUDY_RESOLUTION = 224
 
 

@@ -4,6 +4,7 @@
 the trainer writes records without importing it.
 """
 
+from rsjax.results.lifecycle import ERROR_LOG, RunRecord
 from rsjax.results.schema import (
     SCHEMA_VERSION,
     STATUSES,
@@ -14,9 +15,11 @@ from rsjax.results.schema import (
 )
 
 __all__ = [
+    "ERROR_LOG",
     "SCHEMA_VERSION",
     "STATUSES",
     "CollectSummary",
+    "RunRecord",
     "collect",
     "existing_result",
     "load",

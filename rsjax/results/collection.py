@@ -27,9 +27,9 @@ from collections.abc import Iterable
 import pandas as pd
 from etils import epath
 
+from rsjax.configs import run_id as config_run_id
 from rsjax.models.layouts import layer_count
 from rsjax.results.schema import RESULT_FILE, read_result
-from rsjax.sweep.grid import content_id
 
 ROW_STATUSES = ("complete",)
 SEARCH_DEPTH = 3
@@ -179,7 +179,7 @@ def collect(
             continue
         status = record["status"]
         if status not in statuses:
-            kind = "partial" if status == "running" else status
+            kind = "partial" if status == "running" else status  # running: no live process here
             summary.skipped.setdefault(kind, []).append(os.fspath(path))
             continue
         age = (row["finished"] or "", row["started"] or "", _mtime(path))
@@ -214,7 +214,7 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
     top1 = _percent(metrics.get("ema_top1" if ema else "top1"))
     num_epochs = config.get("num_epochs") or 0
     row = {
-        "run_id": record.get("run_id") or config_id(config),
+        "run_id": record.get("run_id") or config_run_id(config),
         "name": record.get("name") or config.get("name"),
         "sweep": record.get("sweep"),
         "status": record["status"],
@@ -248,11 +248,6 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
     row.update({f"metrics.{k}": v for k, v in sorted(metrics.items())})
     row.update(_flatten_dict(config, "config."))
     return row
-
-
-def config_id(config: dict) -> str:
-    """8 hex digits identifying a run config (for records written outside a sweep)."""
-    return content_id(config)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> epath.Path:

@@ -1,9 +1,11 @@
 """The `result.json` record: one JSON object per run, versioned, validated in one place.
 
-Fields (schema 1): schema, run_id, name, sweep, status ("complete" | "failed" | "profiled" |
-"running"), error, config, model {depth, width_multiplier, image_resolution, params,
-flops_per_image}, train {epochs, steps, global_batch, wall_s, core_hours, step_s}, metrics {top1,
-top5, ema_top1, ema_top5, loss, ...}, profile {...}, versions, started, finished.
+Fields (schema 1): schema, run_id, name, sweep, status ("running" | "complete" | "failed" |
+"preempted" | "profiled"), error (first line of the message) and error_type (for "failed"),
+checkpoint_step (for "preempted"), config, model {depth, width_multiplier, image_resolution,
+params, flops_per_image}, train {epochs, steps, global_batch, wall_s, core_hours, step_s}, metrics
+{top1, top5, ema_top1, ema_top5, loss, ...}, profile {...}, versions, started, finished.
+`rsjax.results.lifecycle` writes it through a run's life.
 """
 
 import json
@@ -15,7 +17,7 @@ from etils import epath
 from rsjax.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
-STATUSES = ("complete", "failed", "profiled", "running")
+STATUSES = ("running", "complete", "failed", "preempted", "profiled")
 REQUIRED = {
     "schema": int,
     "status": str,
@@ -44,6 +46,8 @@ def validate(record: Any) -> dict:
         raise ValueError(f"unknown status {record['status']!r}; expected one of {STATUSES}")
     if record["status"] == "failed" and not record.get("error"):
         raise ValueError("a failed result must say why in 'error'")
+    if record["status"] == "preempted" and not isinstance(record.get("checkpoint_step"), int):
+        raise ValueError("a preempted result must name its 'checkpoint_step'")
     return record
 
 

@@ -1,15 +1,13 @@
 """Sweeps: runs as config overrides (`grid`), regularization by the paper's rules (`rules`), and
 sweep files (`sweeps/*.py` with `get_sweep()`) loaded and validated before launch (`loader`)."""
 
-from rsjax.sweep.grid import Run, apply_overrides, build_config, load_base, product, run_name
+from rsjax.sweep.grid import Run, build_config, product, run_name
 from rsjax.sweep.loader import load_sweep, validate
 from rsjax.sweep.rules import regularization, scaling_overrides, table8
 
 __all__ = [
     "Run",
-    "apply_overrides",
     "build_config",
-    "load_base",
     "load_sweep",
     "product",
     "regularization",

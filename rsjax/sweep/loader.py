@@ -2,21 +2,14 @@
 
 import collections
 import dataclasses
-import importlib.util
 import inspect
 import pathlib
 from collections.abc import Sequence
 
+from rsjax import configs
+from rsjax.configs.loader import import_file
+from rsjax.errors import UsageError
 from rsjax.sweep.grid import Run, build_config
-
-
-def _import(path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(f"rsjax_sweep_file_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"Cannot import sweep file {path} (want a .py file).")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _duplicates(values: Sequence[str]) -> list[str]:
@@ -25,7 +18,8 @@ def _duplicates(values: Sequence[str]) -> list[str]:
 
 def validate(runs: Sequence[Run], source: str = "sweep") -> None:
     """Raises ValueError/TypeError for an empty grid, a non-Run entry, duplicate names or run ids,
-    or an override that does not apply to its base config (naming the run and the key)."""
+    or a run that `rsjax train` would reject (`rsjax.configs.validate` of its full config), naming
+    the run and the key."""
     if not isinstance(runs, list | tuple):
         raise TypeError(f"{source}: get_sweep() must return a list of Run, got {type(runs)}.")
     if not runs:
@@ -35,16 +29,17 @@ def validate(runs: Sequence[Run], source: str = "sweep") -> None:
             raise TypeError(f"{source}: entry {i} is a {type(run).__name__}, not a Run.")
     if names := _duplicates([run.name for run in runs]):
         raise ValueError(f"{source}: duplicate run names: {', '.join(names)}.")
+    for run in runs:  # before the ids: a run id needs the full config
+        config = build_config(run)  # names the run in its errors
+        try:
+            configs.validate(config)
+        except UsageError as e:
+            raise UsageError(f"{source}: run {run.name!r}: {e}") from None
     if ids := _duplicates([run.run_id for run in runs]):
         clashes = [
             f"{run_id} ({', '.join(r.name for r in runs if r.run_id == run_id)})" for run_id in ids
         ]
         raise ValueError(f"{source}: runs with identical configs (run ids): {'; '.join(clashes)}.")
-    for run in runs:
-        try:
-            build_config(run)
-        except ValueError as e:
-            raise ValueError(f"{source}: run {run.name!r}: {e}") from None
 
 
 def split_preset(spec: str | pathlib.Path) -> tuple[pathlib.Path, str | None]:
@@ -65,7 +60,7 @@ def load_sweep(spec: str | pathlib.Path) -> list[Run]:
     path, preset = split_preset(spec)
     if not path.is_file():
         raise FileNotFoundError(f"No sweep file {path}.")
-    module = _import(path)
+    module = import_file(path, "sweep")
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_sweep):
         raise ValueError(f"Sweep file {path} defines no get_sweep() function.")

@@ -90,6 +90,9 @@ def launch_local(
                 summary.skipped_locked.append(name)
                 log(f"[sweep] {name}: taken by another launcher, skipped")
                 continue
+            if code == state.DONE_EXIT_CODE:  # finished by another launcher since we looked
+                summary.skipped_done.append(name)
+                continue
             (summary.ran if code == 0 else summary.failed).append(name)
             done = len(summary.ran) + len(summary.failed)
             elapsed = time.monotonic() - start

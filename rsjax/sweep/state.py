@@ -20,11 +20,13 @@ from rsjax.results.schema import RESULT_FILE, existing_result, read_result
 from rsjax.sweep.grid import Run
 
 LOCKED_EXIT_CODE = 75  # a worker found its run locked by another process (EX_TEMPFAIL)
+DONE_EXIT_CODE = 76  # a worker found its run already done (finished by another launcher)
 SWEEP_FILE = "sweep.json"
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 # A run's state: done (complete/profiled), failed, corrupt (unreadable result), running (locked
-# by a live process), partial (checkpoints, no result), pending (nothing yet).
+# by a live process), partial (preempted, stopped, or checkpoints without a result), pending
+# (nothing yet).
 STATES = ("complete", "profiled", "failed", "corrupt", "running", "partial", "pending")
 
 
@@ -132,10 +134,17 @@ def run_state(run_dir: pathlib.Path) -> RunState:
             return RunState(name, "corrupt", str(e))
         status = result["status"]
         if status == "failed":
-            return RunState(name, "failed", str(result.get("error", "")))
+            kind = result.get("error_type")
+            return RunState(
+                name, "failed", f"{kind}: {result['error']}" if kind else result["error"]
+            )
         if status in ("complete", "profiled"):
             top1 = result.get("metrics", {}).get("ema_top1")
             return RunState(name, status, f"ema_top1 {top1:.4f}" if top1 is not None else "")
+        if status == "preempted":
+            return RunState(name, "partial", f"preempted at step {result['checkpoint_step']}")
+        if status == "running":  # no live process holds it: the process died without a word
+            return RunState(name, "partial", "stopped while running (killed?)")
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         return RunState(name, "partial")
     return RunState(name, "pending")

@@ -47,8 +47,10 @@ def vm_name(options: TpuVmOptions, run: Run) -> str:
 
 
 def config_flags(run: Run) -> list[str]:
-    """`--config.KEY=VALUE` flags that reproduce the run's overrides on the command line."""
-    flags = []
+    """`--config.KEY=VALUE` flags that reproduce the run's config on the command line: its
+    identity (name, sweep: the record carries the run id `rsjax sweep plan` prints), then its
+    overrides."""
+    flags = [f"--config.name={run.name}", f"--config.sweep={run.sweep}"]
     for key, value in run.overrides.items():
         if isinstance(value, list | tuple):
             text = "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"

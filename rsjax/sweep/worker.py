@@ -1,10 +1,11 @@
 """Trains (or profiles) one run of a sweep in its own process: `python -m rsjax.sweep.worker DIR`.
 
 DIR/run.json names the run (written by the launcher). The worker takes the run's lock first and
-exits with `state.LOCKED_EXIT_CODE` if another process holds it, or 0 at once if the run is
-already done; otherwise it trains with `rsjax.train.train_and_evaluate` (which resumes from DIR's
-checkpoints) and stamps the run's id and sweep into DIR/result.json. The runs of a sweep share
-a persistent XLA compilation cache in DIR/../.jax_cache ($JAX_COMPILATION_CACHE_DIR wins).
+exits with `state.LOCKED_EXIT_CODE` if another process holds it, or `state.DONE_EXIT_CODE` at
+once if the run is already done; otherwise it trains with `rsjax.train.train_and_evaluate`
+(which resumes from DIR's checkpoints). The run's identity (run id, sweep, name) is in its
+config, so the trainer's record carries it from the start. The runs of a sweep share a
+persistent XLA compilation cache in DIR/../.jax_cache ($JAX_COMPILATION_CACHE_DIR wins).
 """
 
 import argparse
@@ -13,48 +14,40 @@ import pathlib
 import sys
 import traceback
 
-from rsjax.results.schema import RESULT_FILE, read_result, write_result
+from rsjax import configs
 from rsjax.sweep import state
-from rsjax.sweep.grid import Run, build_config
+from rsjax.sweep.grid import build_config
 
 CACHE_DIR = ".jax_cache"  # in the sweep's workdir
 
 
-def _stamp(run_dir: pathlib.Path, run: Run) -> None:
-    """Adds run_id and sweep to the run's result.json (written by the trainer or profiler)."""
-    path = run_dir / RESULT_FILE
-    if path.exists():
-        record = read_result(path)
-        record.update(run_id=run.run_id, sweep=run.sweep, name=run.name)
-        write_result(run_dir, record)
-
-
 def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
-    """Exit code: 0 done, 1 failed, LOCKED_EXIT_CODE when another process holds the run."""
+    """Exit code: 0 trained (or profiled), 1 failed, LOCKED_EXIT_CODE when another process
+    holds the run, DONE_EXIT_CODE when it was already done."""
     run = state.run_from_json(json.loads((run_dir / state.RUN_FILE).read_text()))
     with state.run_lock(run_dir) as acquired:
         if not acquired:
             return state.LOCKED_EXIT_CODE
         if state.is_done(run_dir, profile_only):
-            return 0
-        config = build_config(run)
+            return state.DONE_EXIT_CODE
+        config = configs.validate(build_config(run))
         from rsjax.train import compilation
 
         compilation.use_persistent_cache(run_dir.parent / CACHE_DIR)
         try:
             if profile_only:
-                from rsjax.train import profile_run
+                from rsjax.train.profile_run import profile_run
 
                 profile_run(config, run_dir)
             else:
                 from rsjax.train import train_and_evaluate
 
                 train_and_evaluate(config, run_dir)
-        except Exception:  # reported in result.json (trainer) and on stderr; the sweep goes on
+        except (
+            Exception
+        ):  # reported in result.json (and error.log) and on stderr; the sweep goes on
             traceback.print_exc()
-            _stamp(run_dir, run)
             return 1
-        _stamp(run_dir, run)
         return 0
 
 

@@ -1,7 +1,9 @@
-"""Training: optimiser and schedule, train state with EMA, sharded steps, checkpoints, the loop.
+"""Training: optimiser and schedule, train state with EMA, the one train program, checkpoints,
+the loop, and profiling.
 
 `train_and_evaluate(config, workdir)` is imported lazily so that `import rsjax.train` stays cheap
-(the input pipeline pulls in TensorFlow).
+(the input pipeline pulls in TensorFlow). Profile a config with
+`rsjax.train.profile_run.profile_run`.
 """
 
 
@@ -12,12 +14,3 @@ def train_and_evaluate(config, workdir):
 
 
 train_and_evaluate.__doc__ = "See `rsjax.train.trainer.train_and_evaluate`."
-
-
-def profile_run(config, workdir=None, **kwargs):
-    from rsjax.train.profile_run import profile_run as _impl
-
-    return _impl(config, workdir, **kwargs)
-
-
-profile_run.__doc__ = "See `rsjax.train.profile_run.profile_run`."

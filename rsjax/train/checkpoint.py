@@ -1,33 +1,39 @@
 """Orbax checkpoints of the TrainState, plus the run's config kept beside them.
 
 A workdir holds `checkpoints/<step>/` (Orbax, async, the last `keep` kept) and `config.json`. A
-restart resumes from the latest checkpoint; a workdir whose config differs from the new one (other
-than in `RESUMABLE_KEYS`, which do not change the result) is refused.
+restart resumes from the newest readable checkpoint: an unreadable newer one (a truncated file)
+is named in one warning and moved to `unreadable_checkpoints/<step>` (never deleted), and none
+readable at all is a `CheckpointError`. Leftover `*.orbax-checkpoint-tmp*` directories of a
+killed save are not steps and are ignored. A workdir whose config differs from the new one (other
+than in `rsjax.configs.RESUMABLE_KEYS`, which do not change the result) is refused.
 """
 
+import contextlib
+import gc
 import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from flax.traverse_util import flatten_dict
 
+from rsjax.configs import RESUMABLE_KEYS
+from rsjax.errors import UsageError
 from rsjax.fileio import atomic_write_text
 
 CONFIG_FILE = "config.json"
-# Keys that may change between a run and its resumption without changing what it computes.
-RESUMABLE_KEYS = frozenset(
-    {
-        "log_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "progress",
-        "data.threads",
-        "data.autotune",  # deterministic either way: the same batches
-        "model.remat",  # recomputes the same values; the state is unchanged
-    }
-)
+UNREADABLE_DIR = "unreadable_checkpoints"  # in the workdir, beside checkpoints/
+
+
+class CheckpointError(UsageError):
+    """No checkpoint of the workdir can be read."""
 
 
 def create_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
@@ -42,11 +48,90 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:
-    """(state, step) of the latest checkpoint, restored onto `abstract_state`'s shardings."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), step
+    """(state, step) of the newest readable checkpoint on `abstract_state`'s shardings; None
+    when there is no checkpoint. Unreadable newer ones are moved aside (see the module doc)."""
+    unreadable: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        with _quiet_stderr() as outcome:
+            try:
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            except Exception as e:  # Orbax raises many types for a damaged checkpoint
+                outcome["failed"] = _reason(e)
+            # The error is released here, inside the quiet window: its abandoned reads go too.
+        if "failed" in outcome:
+            unreadable.append((step, outcome["failed"]))
+            continue
+        for bad_step, reason in unreadable:
+            moved = _move_aside(manager, bad_step)
+            logging.warning(
+                "checkpoint %d in %s is unreadable (%s); moved to %s, resuming from step %d",
+                bad_step, manager.directory, reason, moved, step,
+            )  # fmt: skip
+        if unreadable:
+            manager.reload()
+        return state, step
+    if unreadable:
+        steps = ", ".join(str(s) for s, _ in unreadable)
+        raise CheckpointError(
+            f"no readable checkpoint in {manager.directory} (steps {steps}; newest: "
+            f"{unreadable[0][1]}); nothing was changed: use a new --workdir or move them away"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_stderr(grace_s: float = 0.5) -> Iterator[dict[str, str]]:
+    """Holds stderr (the file descriptor, so C++ threads too) and unraisable-exception reports
+    for one restore attempt. Set "failed" in the yielded dict when the attempt failed: its echoes
+    are dropped after `grace_s` (when one array of a damaged checkpoint fails to read, Orbax
+    abandons the other reads, "Exception ignored in ...", and TensorStore's late callbacks find
+    its event loop closed, each printing a traceback); `restore` reports the error in one line.
+    After an attempt that succeeded, whatever it printed is printed as usual."""
+    outcome: dict[str, str] = {}
+    sys.stderr.flush()
+    saved_fd, hook = os.dup(2), sys.unraisablehook
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        sys.unraisablehook = lambda unraisable: None
+        try:
+            yield outcome
+        finally:
+            gc.collect()
+            if "failed" in outcome:
+                time.sleep(grace_s)  # stragglers of the failed reads finish and print here
+                gc.collect()
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            sys.unraisablehook = hook
+            if "failed" not in outcome:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+    source = epath.Path(manager.directory) / str(step)
+    target_dir = epath.Path(manager.directory).parent / UNREADABLE_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / str(step)
+    suffix = 1
+    while target.exists():
+        target, suffix = target_dir / f"{step}.{suffix}", suffix + 1
+    source.rename(target)
+    return target
+
+
+def _reason(error: BaseException) -> str:
+    """ "Type: first line" of the innermost cause of a restore error (TensorStore's own words,
+    not Orbax's wrapper with its spec dump)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {_first_line(error).split(' See full TensorStore')[0]}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
@@ -63,9 +148,9 @@ def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict
         )
         if differing:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in differing[:8])
-            raise ValueError(
-                f"{workdir} holds a run with a different config ({details}). Use a new --workdir, "
-                "or restore the original config to resume it."
+            raise UsageError(
+                f"{workdir} holds a run with a different config ({details}); use a new --workdir, "
+                "or restore the original config to resume it"
             )
         return
     atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True))

@@ -1,16 +1,14 @@
 """Compilation policy: cheap compiles for programs that run once, and the persistent XLA cache.
 
 - `jit_once(fn, **jit_kwargs)`: jit for a program called once per run (the state initialiser).
-  On CPU it compiles at XLA backend optimisation level 0: the initialiser of a small ResNet-RS
-  (dozens of threefry-based initialisers) compiles in 13.2 s at the default level and 3.8 s at
-  level 0 on the 2-core CPU, and it runs for milliseconds either way. Other backends compile it
-  as usual.
+  On CPU it compiles at XLA backend optimisation level 0: the initialiser of a ResNet-RS (dozens
+  of threefry-based initialisers) compiles several times faster, and it runs for milliseconds
+  either way. Other backends compile it as usual.
 - `forward_compiler_options()`: XLA options for forward-only programs (inference, evaluation).
   On CPU, YNNPACK fusions that take each matmul's elementwise neighbours (BatchNorm, ReLU, the
-  residual add) with it (`LIBRARY_FUSION_TYPE_DOT`; XLA's default fuses the matmul alone):
-  RS-50 inference at batch 32, 160 px went from 30.3 to 36.3 images/s on the 2-core CPU
-  (2026-11-25, logits within 3e-8 of the default's). The same option slows the train step from
-  9.5 to 6.5 images/s, so training keeps XLA's default. Other backends: no options.
+  residual add) with it (`LIBRARY_FUSION_TYPE_DOT`; XLA's default fuses the matmul alone): faster
+  inference with the same logits. The same option slows the train step, so training keeps XLA's
+  default. Other backends: no options. Measurements: docs/performance.md.
 - `use_persistent_cache(directory)`: JAX's on-disk compilation cache, so that processes that
   compile the same program (a sweep's runs of one model at one resolution, a resumed run) load
   it instead of compiling. The trainer passes the learning-rate schedule as an argument of the

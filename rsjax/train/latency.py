@@ -1,13 +1,13 @@
 """Training-step latency and memory as the paper measures them (Appendix H).
 
-The train step (`rsjax.train.step.train_step`, the trainer's own, sharded over the config's mesh)
-runs on random data, starting at `batch_per_device` x data-axis devices and halving the batch on
-out-of-memory (RESOURCE_EXHAUSTED) until it fits; the latency is normalised back to the starting
+The train step (`rsjax.train.programs`: the trainer's own program for the config, sharded over
+its mesh, with its schedule form, EMA, label smoothing and dtype) runs on random data, starting at
+`batch_per_device` x data-axis devices and halving the batch on out-of-memory (RESOURCE_EXHAUSTED)
+until it fits; the latency is normalised back to the starting
 batch (step_s x start / fitted). Memory: XLA's compiled memory analysis of the step, and the
 device's own peak where it reports one (GPU/TPU).
 """
 
-import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -16,91 +16,52 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
-from rsjax.train import compilation, optim, sharding
-from rsjax.train.state import create_train_state
-from rsjax.train.step import train_step
+from rsjax.train import programs, sharding
 
 Measure = Callable[..., dict[str, Any]]
 
 
-def jit_train_step(
-    model: Any,
-    optim_config: ml_collections.ConfigDict,
-    image_shape: tuple[int, int, int],
-    mesh: Mesh,
-    *,
-    fsdp: bool = False,
-    learning_rate: float = 0.1,
-    label_smoothing: float = 0.1,
-    ema_decay: float = 0.9999,
-    layout: str = "auto",
-) -> tuple[Callable[[jax.Array], Any], Callable[[Any, dict], tuple[Any, dict]], Any]:
-    """(init(key) -> state, step(state, batch) -> (state, metrics), state shardings), jitted.
-
-    The step is the trainer's (`train_step`) at a constant learning rate, sharded over `mesh`
-    like the trainer's, with the state (in `layout`, see `rsjax.train.state`) donated.
-    """
-    schedule = optax.constant_schedule(learning_rate)
-    tx = optim.make_optimizer(optim_config, schedule, layout)
-    init = functools.partial(
-        create_train_state, model=model, tx=tx, image_shape=image_shape, layout=layout
-    )
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    state_shardings = sharding.tree_shardings(abstract, mesh, fsdp=fsdp)
-    step = functools.partial(
-        train_step,
-        model=model,
-        tx=tx,
-        schedule=schedule,
-        seed=0,
-        label_smoothing=label_smoothing,
-        ema=ema_decay,
-        ema_warmup=True,
-    )
-    jitted_step = jax.jit(
-        step,
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
-    return compilation.jit_once(init, out_shardings=state_shardings), jitted_step, state_shardings
+def with_batch(config: ml_collections.ConfigDict, global_batch: int) -> ml_collections.ConfigDict:
+    """A copy of `config` training on batches of `global_batch` (everything else as it is)."""
+    config = config.copy_and_resolve_references()
+    config.global_batch_size = global_batch
+    return config
 
 
 def measure_step(
-    model: Any,
-    optim_config: ml_collections.ConfigDict,
-    image_shape: tuple[int, int, int],
+    config: ml_collections.ConfigDict,
     global_batch: int,
     mesh: Mesh,
     *,
     steps: int,
     warmup: int,
-    fsdp: bool = False,
-    layout: str = "auto",
 ) -> dict[str, Any]:
-    """Compiles the train step for `global_batch` and times `steps` steps after `warmup`.
+    """Compiles the config's train step (`rsjax.train.programs`: the trainer's) for
+    `global_batch` and times `steps` steps after `warmup` on random data.
 
     Returns {"step_s" (median, seconds), "step_s_min", "step_s_max", "compile_s",
     "compiled_peak_bytes"}. Out-of-memory surfaces as the backend's error (RESOURCE_EXHAUSTED).
     """
-    init, step, _ = jit_train_step(model, optim_config, image_shape, mesh, fsdp=fsdp, layout=layout)
+    config = with_batch(config, global_batch)
+    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+    program = programs.build(config, mesh, image_shape)
     rng = np.random.default_rng(0)
     host = {
         "images": rng.standard_normal((global_batch, *image_shape)).astype(np.float32),
-        "labels": rng.integers(0, model.num_classes, global_batch).astype(np.int32),
+        "labels": rng.integers(0, config.data.num_classes, global_batch).astype(np.int32),
     }
     batch = sharding.global_batch(host, mesh)
-    state = init(jax.random.key(0))
+    schedule = program.schedule(nominal_durations(config))
+    state = program.init(jax.random.key(config.seed))
     start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = program.train_step.lower(state, batch, schedule).compile()
     compile_s = time.perf_counter() - start
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, schedule)
         jax.block_until_ready(metrics)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -111,6 +72,12 @@ def measure_step(
         "compile_s": compile_s,
         "compiled_peak_bytes": compiled_peak_bytes(compiled),
     }
+
+
+def nominal_durations(config: ml_collections.ConfigDict) -> programs.Durations:
+    """The run's durations where the split size is unknown (no dataset is read): the schedule's
+    values are traced arguments, so they change no operation of the timed step."""
+    return programs.durations(config, steps_per_epoch=max(config.data.train_examples, 1))
 
 
 def compiled_peak_bytes(compiled: Any) -> int | None:
@@ -137,16 +104,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def profile_train_step(
-    model: Any,
-    optim_config: ml_collections.ConfigDict,
-    image_shape: tuple[int, int, int],
+    config: ml_collections.ConfigDict,
     mesh: Mesh,
     *,
     batch_per_device: int = 128,
     steps: int = 10,
     warmup: int = 2,
-    fsdp: bool = False,
-    layout: str = "auto",
     measure: Measure = measure_step,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -162,17 +125,7 @@ def profile_train_step(
     start_batch = batch = batch_per_device * data_devices
     while True:
         try:
-            timing = measure(
-                model,
-                optim_config,
-                image_shape,
-                batch,
-                mesh,
-                steps=steps,
-                warmup=warmup,
-                fsdp=fsdp,
-                layout=layout,
-            )
+            timing = measure(config, batch, mesh, steps=steps, warmup=warmup)
             break
         except Exception as error:  # the backend's OOM type differs across platforms
             if not is_out_of_memory(error):

@@ -1,17 +1,18 @@
 """Profiles a config without training it: the `profiled` result of `--profile_only` sweeps.
 
-The profile (`rsjax.train.latency.profile_train_step`: Appendix H latency with batch halving,
-compiled memory) and the model's params and FLOPs go into the same result.json a training run
-writes, so a Pareto plot's latency axis exists before any training.
+The profile (`rsjax.train.latency.profile_train_step`: Appendix H latency of the trainer's own
+step with batch halving, compiled memory) and the model's params and FLOPs go into the same
+result.json a training run writes, so a Pareto plot's latency axis exists before any training.
 """
 
-import datetime
 import os
 
 import jax
 import ml_collections
+from etils import epath
 
-from rsjax.results.schema import write_result
+from rsjax import configs
+from rsjax.results import RunRecord
 from rsjax.train import latency, sharding, trainer
 
 
@@ -25,29 +26,25 @@ def profile_run(
     log=print,
 ) -> dict:
     """Returns (and, with `workdir`, writes) a result record with status "profiled"."""
-    trainer.validate_config(config)
-    model = trainer.build_model(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
-    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    profile = latency.profile_train_step(
-        model,
-        config.optim,
-        image_shape,
-        mesh,
-        batch_per_device=batch_per_device,
-        steps=steps,
-        warmup=warmup,
-        fsdp=config.fsdp,
-        layout=config.state_layout,
-        log=log,
-    )
-    record = {
-        **trainer.record_header(config, model, config.data.channels, "profiled"),
-        "profile": profile,
-        "started": started,
-        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    if workdir is not None and jax.process_index() == 0:
-        write_result(trainer.prepare_workdir(workdir), record)
-    return record
+    configs.validate(config)
+    config = trainer.resolve_state_layout(config)
+    model = configs.build_model(config)
+    mesh = sharding.config_mesh(config, check_batches=False)  # the profile picks its batch
+    header = trainer.record_header(config, model, config.data.channels)
+    enabled = workdir is not None and jax.process_index() == 0
+    path = trainer.prepare_workdir(workdir) if enabled else epath.Path(".")
+    run = RunRecord.start(path, header, enabled)
+    try:
+        profile = latency.profile_train_step(
+            config,
+            mesh,
+            batch_per_device=batch_per_device,
+            steps=steps,
+            warmup=warmup,
+            log=log,
+        )
+    except BaseException as error:
+        run.fail(error)
+        raise
+    run.profiled(profile)
+    return run.record

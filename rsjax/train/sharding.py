@@ -19,6 +19,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rsjax.errors import UsageError
+
 DATA, MODEL = "data", "model"
 
 # Output channels of convolutions and dense layers over `model` (Megatron-style column split).
@@ -49,6 +51,19 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[jax.Device] | No
         )
     grid = np.asarray(devices[: data * model]).reshape(data, model)
     return Mesh(grid, (DATA, MODEL), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def config_mesh(config: Any, check_batches: bool = True) -> Mesh:
+    """The mesh of a config (`mesh.data` x `mesh.model`), checked against its batch sizes (with
+    `check_batches`); UsageError when the devices or the batches do not fit it."""
+    try:
+        mesh = make_mesh(config.mesh.data, config.mesh.model)
+        if check_batches:
+            check_batch_divisible(config.global_batch_size, mesh)
+            check_batch_divisible(config.eval_batch_size, mesh, "eval batch")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return mesh
 
 
 def leaf_spec(

@@ -1,0 +1,73 @@
+"""What identifies a run: the `run_id` hash of its config, and the keys that do not change it.
+
+`run_id(config)` is 8 hex digits of sha256 over the config's canonical JSON, leaving out the
+run's labels (`IDENTITY_KEYS`: its name and sweep) and the keys that do not change what it
+computes (`RESUMABLE_KEYS`: logging, checkpoint cadence, input threads; `STORAGE_KEYS`: the
+state's layout in memory and checkpoints). So a sweep run, the same
+run restarted by hand, and its crashed first attempt all carry the id `rsjax sweep plan` prints.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+# Labels of a run, not part of what it computes.
+IDENTITY_KEYS = frozenset({"name", "sweep"})
+# Keys that may change between a run and its resumption without changing what it computes.
+RESUMABLE_KEYS = frozenset(
+    {
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "progress",
+        "data.threads",
+        "data.autotune",  # deterministic either way: the same batches
+        "model.remat",  # recomputes the same values; the state is unchanged
+    }
+)
+
+# How the state is stored, not what it computes ("auto" is resolved per backend by the trainer;
+# config.json keeps the resolved value so a resume in another layout is refused).
+STORAGE_KEYS = frozenset({"state_layout"})
+
+
+def canonical(value: Any) -> Any:
+    """JSON form used for hashing: tuples as lists, integral floats as ints (350.0 == 350)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: canonical(v) for k, v in value.items()}
+    return value
+
+
+def content_id(payload: Any) -> str:
+    """8 hex digits of sha256 over the canonical (sorted, compact) JSON of `payload`."""
+    text = json.dumps(canonical(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists and tuples are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    """The run's id: `content_id` of its flattened config without identity, resumable or storage
+    keys.
+
+    Accepts a ConfigDict or the JSON dict of one (as result.json and config.json hold it).
+    """
+    tree = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+    ignored = IDENTITY_KEYS | RESUMABLE_KEYS | STORAGE_KEYS
+    return content_id({k: v for k, v in flatten(tree).items() if k not in ignored})

@@ -1,0 +1,101 @@
+"""One validation of a full config, run by every entry point before any expensive work.
+
+`validate(config)` checks the values no lower layer checks (durations, batch sizes, rates, image
+sizes, the mesh against the batch) and that the model it describes can be built
+(`build_model`: an unknown depth, a depth beside explicit `stage_sizes`, a bad dtype). It needs
+no dataset and no devices, so `rsjax sweep plan` rejects what `rsjax train` would reject.
+"""
+
+import jax.numpy as jnp
+import ml_collections
+
+from rsjax.errors import UsageError
+from rsjax.models import ResNetRS, layouts
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_POSITIVE = (
+    "global_batch_size",
+    "eval_batch_size",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+)
+
+
+def build_model(config: ml_collections.ConfigDict) -> ResNetRS:
+    """The ResNetRS a config describes (UsageError naming the field for a bad one)."""
+    m = config.model
+    if m.dtype not in DTYPES:
+        raise UsageError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    if m.stage_sizes and m.depth:
+        raise UsageError(
+            f"model.depth={m.depth} conflicts with model.stage_sizes={tuple(m.stage_sizes)} (a "
+            f"{layouts.layer_count(m.stage_sizes)}-layer layout): set one, and model.depth=0 "
+            "for a custom layout"
+        )
+    try:
+        return ResNetRS(
+            depth=m.depth,
+            stage_sizes=tuple(m.stage_sizes) or None,
+            width_multiplier=m.width_multiplier,
+            num_classes=config.data.num_classes,
+            se_ratio=m.se_ratio,
+            dropout_rate=m.dropout_rate,
+            stochastic_depth_rate=m.stochastic_depth_rate,
+            stem_downsample=m.stem_downsample,
+            stem_stride=m.stem_stride,
+            conv_impl=m.conv_impl,
+            scan_blocks=m.scan_blocks,
+            remat=m.remat,
+            bn_momentum=m.bn_momentum,
+            bn_group_size=m.bn_group_size,
+            dtype=DTYPES[m.dtype],
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"model: {e}") from None
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Returns `config` if a run of it can start; raises UsageError naming the key otherwise."""
+    if config.num_epochs < 0:
+        raise UsageError(f"num_epochs must be >= 0, got {config.num_epochs}")
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+        raise UsageError("set num_epochs > 0 or num_train_steps > 0")
+    for key in _POSITIVE:
+        if config[key] <= 0:
+            raise UsageError(f"{key} must be > 0, got {config[key]}")
+    if config.eval_every_epochs < 0:
+        raise UsageError(f"eval_every_epochs must be >= 0, got {config.eval_every_epochs}")
+    if not 0 <= config.ema_decay < 1:
+        raise UsageError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if not 0 <= config.label_smoothing < 1:
+        raise UsageError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    data = config.data
+    if data.image_size <= 0:
+        raise UsageError(f"data.image_size must be > 0, got {data.image_size}")
+    if not 0 <= data.cutout_pad < data.image_size:
+        raise UsageError(f"data.cutout_pad must be in [0, data.image_size), got {data.cutout_pad}")
+    _validate_mesh(config)
+    model = build_model(config)
+    if data.image_size < model.min_image_size():
+        raise UsageError(
+            f"data.image_size {data.image_size} is too small for this network: its "
+            f"{model.num_downsamplings()} stride-2 layers need at least {model.min_image_size()} px"
+        )
+    return config
+
+
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+    """The mesh sizes, and the batches against the data axis where its size is fixed (-1: all
+    devices, checked when the mesh is made)."""
+    data, model = config.mesh.data, config.mesh.model
+    if data == 0 or data < -1 or model < 1:
+        raise UsageError(
+            f"mesh must have data >= 1 (or -1: all devices) and model >= 1, got {data}x{model}"
+        )
+    if data > 0:
+        for key in ("global_batch_size", "eval_batch_size"):
+            if config[key] % data:
+                raise UsageError(
+                    f"{key} {config[key]} is not divisible by the mesh's data axis ({data})"
+                )
