@@ -29,7 +29,7 @@ help:
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
 	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
 	@echo "make lint         ruff check"
-	@echo "make fixtures     regenerate tests/fixtures/timm_tiny_resnetrs.npz with timm"
+	@echo "make fixtures     regenerate the timm fixtures in tests/fixtures/ with timm"
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,8 @@ parity-slow:
 
 fixtures: $(REF_VENV)/.installed
 	$(REF_VENV)/bin/python tests/parity/timm_reference.py --tiny --out tests/fixtures/timm_tiny_resnetrs.npz
+	$(REF_VENV)/bin/python tests/parity/timm_reference.py --tiny tiny_scan \
+	  --out tests/fixtures/timm_tiny_scan_resnetrs.npz
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -368,3 +368,52 @@ def test_randaugment_in_tf_data_matches_eager(channels):
     np.testing.assert_array_equal(mapped, eager)
     assert not np.array_equal(mapped, images)
     np.testing.assert_array_equal(map_in_dataset(fn, images, seeds), mapped)
+
+
+def test_every_layer_applies_its_op_at_the_configured_magnitude(monkeypatch):
+    """randaugment() hands apply_op the magnitude it was given (not a scaled one), for every
+    layer and every op it may pick, eagerly and when traced in tf.data."""
+    seen = []
+    real = ra.apply_op
+
+    def recording(image, name, magnitude, *args, **kwargs):
+        seen.append((name, float(magnitude)))
+        return real(image, name, magnitude, *args, **kwargs)
+
+    monkeypatch.setattr(ra, "apply_op", recording)
+    image = tf.constant(random_image(32))
+    for s in range(4):
+        ra.randaugment(image, 3, 13.0, seed(s, 1))
+    assert len(seen) >= 4 * 3 and {m for _, m in seen} == {13.0}
+    seen.clear()
+    images, seeds = random_image(32)[None], np.array([[1, 2]], np.int64)
+    map_in_dataset(lambda im, s: ra.randaugment(im, 2, 7.0, s), images, seeds)
+    assert len(seen) >= 2 and {m for _, m in seen} == {7.0}
+    assert {name for name, _ in seen} <= set(ra.OP_NAMES)
+
+
+def test_the_pipeline_passes_the_configs_layers_and_magnitude(monkeypatch, small_fmnist):
+    from rsjax.data import augment, input_pipeline
+    from tests.conftest import small_fmnist_config
+
+    calls = []
+    real = ra.randaugment
+
+    def recording(image, num_layers, magnitude, *args, **kwargs):
+        calls.append((num_layers, float(magnitude)))
+        return real(image, num_layers, magnitude, *args, **kwargs)
+
+    monkeypatch.setattr(augment.randaugment, "randaugment", recording)
+    augment.train_preprocess(
+        tf.constant(random_image(28)), seed(1, 2), size=28, area_range=(0.5, 1.0), flip=True,
+        randaugment_layers=3, randaugment_magnitude=9.0, resize_method="bilinear",
+        mean=(0.0,) * 3, std=(1.0,) * 3,
+    )  # fmt: skip
+    assert calls == [(3, 9.0)]
+    calls.clear()
+    config = small_fmnist_config(
+        small_fmnist, **{"data.randaugment_layers": 2, "data.randaugment_magnitude": 11.0}
+    )
+    builder = input_pipeline.get_builder(config.data)
+    next(input_pipeline.train_batches(builder, config.data, seed=0, local_batch=8))
+    assert calls and set(calls) == {(2, 11.0)}

@@ -57,7 +57,8 @@ def run(mesh, fsdp=False, group_size=0, layout="tree"):
             assert shard.data.shape == (16 // mesh.shape["data"], 32, 32, 3)
         state, metrics = program.train_step(state, batch, schedule)
         losses.append(float(metrics["loss"]))
-    return losses, state
+    sums = program.eval_step(state, {**batch, "mask": jnp.ones(16).at[-3:].set(0.0)})
+    return losses, state, jax.device_get(sums)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +105,16 @@ def as_tree_layout(state):
 def test_sharded_steps_match_one_device(single_device, data, model, fsdp, layout):
     assert jax.device_count() == 8
     mesh = sharding.make_mesh(data, model)
-    losses, device_state = run(mesh, fsdp=fsdp, layout=layout)
+    losses, device_state, sums = run(mesh, fsdp=fsdp, layout=layout)
     state = as_tree_layout(device_state)
-    ref_losses, ref_state = single_device
+    ref_losses, ref_state, ref_sums = single_device
     np.testing.assert_allclose(losses, ref_losses, rtol=LOSS_RTOL)
+    # The trainer's eval step on the mesh: the same counts and loss sums as on one device.
+    assert sums["count"] == ref_sums["count"] == 13
+    for key in ("top1", "top5", "ema_top1", "ema_top5"):
+        assert sums[key] == ref_sums[key], key
+    for key in ("loss", "ema_loss"):
+        np.testing.assert_allclose(sums[key], ref_sums[key], rtol=1e-5)
     errors = {part: relative_l2(getattr(state, part), getattr(ref_state, part)) for part in RTOL}
     errors["opt_state"] = relative_l2(state.opt_state, ref_state.opt_state)
     print(f"mesh {data}x{model} fsdp={fsdp}: relative L2 {errors}")
@@ -170,6 +177,22 @@ def test_grouped_batch_norm_equals_per_group_batch_norm():
 
 @pytest.mark.slow
 def test_grouped_bn_model_trains_sharded(single_device):
-    losses, _ = run(sharding.make_mesh(8, 1), group_size=8)
-    assert np.all(np.isfinite(losses))
-    assert not np.allclose(losses, single_device[0])  # per-group statistics differ from global
+    """BatchNorm over groups of 8 of the 16 examples: on 8 devices (a group spans 4 of them) the
+    same losses as on one device, and not those of global statistics."""
+    losses, _, _ = run(sharding.make_mesh(8, 1), group_size=8)
+    one_device, _, _ = run(sharding.make_mesh(1, 1), group_size=8)
+    np.testing.assert_allclose(losses, one_device, rtol=LOSS_RTOL)
+    assert not np.allclose(losses, single_device[0], rtol=1e-4)  # per-group != global statistics
+
+
+@pytest.mark.parametrize("data, model", [(8, 1), (4, 2), (2, 4)])
+def test_global_batch_is_split_over_the_data_axis(data, model):
+    """Every device holds 1/data of the batch (replicated over `model`): data parallelism."""
+    mesh = sharding.make_mesh(data, model)
+    host = {"images": np.zeros((16, 4, 4, 3), np.float32), "labels": np.arange(16, dtype=np.int32)}
+    batch = sharding.global_batch(host, mesh)
+    for shard in batch["images"].addressable_shards:
+        assert shard.data.shape == (16 // data, 4, 4, 3)
+    rows = {tuple(np.asarray(s.data).tolist()) for s in batch["labels"].addressable_shards}
+    assert len(rows) == data  # `data` distinct slices, each on `model` devices
+    assert sorted(x for row in rows for x in row) == list(range(16))

@@ -20,24 +20,26 @@ from rsjax.sweep.grid import Run
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
-# A stand-in worker: takes the run's lock like the real one, records that it trained, sleeps,
-# and writes a complete result. It exercises the launcher's scheduling without compiling models.
+# The real worker (`rsjax.sweep.worker`: its lock and its done check) around a stand-in for
+# training: it records that it trained, sleeps, and writes a complete result, so the launchers'
+# scheduling is exercised without compiling models.
 FAKE_WORKER = textwrap.dedent(
     """
-    import json, os, pathlib, sys, time
-    from rsjax.results.schema import write_result
-    from rsjax.sweep import state
-    run_dir = pathlib.Path(sys.argv[1])
-    with state.run_lock(run_dir) as acquired:
-        if not acquired:
-            sys.exit(state.LOCKED_EXIT_CODE)
-        if (run_dir / "result.json").exists():
-            sys.exit(state.DONE_EXIT_CODE)
-        with open(run_dir.parent / "trained.log", "a") as log:
-            log.write(run_dir.name + "\\n")
+    import os, pathlib, sys, time
+    import rsjax.train
+    from rsjax.results import RunRecord
+    from rsjax.sweep import worker
+
+    def train_and_evaluate(config, workdir):
+        with open(pathlib.Path(workdir).parent / "trained.log", "a") as log:
+            log.write(pathlib.Path(workdir).name + "\\n")
         time.sleep(float(os.environ.get("FAKE_SECONDS", "0.5")))
-        write_result(run_dir, {"schema": 1, "status": "complete", "config": {}, "model": {},
-                               "metrics": {"ema_top1": 0.5}, "versions": {}})
+        header = {"schema": 1, "config": {}, "model": {}, "metrics": {}, "versions": {}}
+        RunRecord.start(workdir, header).complete(metrics={"ema_top1": 0.5})
+        return {"ema_top1": 0.5}
+
+    rsjax.train.train_and_evaluate = train_and_evaluate
+    worker.main([sys.argv[1]])
     """
 )
 
@@ -74,6 +76,35 @@ def test_two_launchers_never_train_a_run_twice(tmp_path):
     assert sum(len(s.ran) for s in summaries) == len(runs)
     states = state.sweep_states(tmp_path / "sweep")
     assert {s.state for s in states} == {"complete"}
+
+
+def test_the_real_worker_respects_the_lock_and_the_done_check(tmp_path, monkeypatch):
+    """Unit-level: `run_one` trains nothing while another holder has the lock or the run is done."""
+    import rsjax.train
+    from rsjax.results import RunRecord
+    from rsjax.sweep import worker
+
+    calls = []
+
+    def fake_train(config, workdir):
+        calls.append(workdir)
+        header = {"schema": 1, "config": {}, "model": {}, "metrics": {}, "versions": {}}
+        RunRecord.start(workdir, header).complete(metrics={})
+        return {}
+
+    monkeypatch.setattr(rsjax.train, "train_and_evaluate", fake_train)
+    from rsjax.train import compilation
+
+    monkeypatch.setattr(compilation, "use_persistent_cache", lambda directory: str(directory))
+    (run,) = grid(1)
+    state.write_sweep(tmp_path, [run])
+    run_dir = tmp_path / run.name
+    with state.run_lock(run_dir) as acquired:
+        assert acquired
+        assert worker.run_one(run_dir) == state.LOCKED_EXIT_CODE
+    assert calls == []
+    assert worker.run_one(run_dir) == 0 and len(calls) == 1
+    assert worker.run_one(run_dir) == state.DONE_EXIT_CODE and len(calls) == 1
 
 
 def test_a_held_lock_is_respected_and_released_on_exit(tmp_path):

@@ -17,25 +17,31 @@ import pytest
 from rsjax.models import ResNetRS, create_model, from_timm_state_dict
 from rsjax.models.conv import CONCRETE_CONV_IMPLS
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "timm_tiny_resnetrs.npz"
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURE = FIXTURES / "timm_tiny_resnetrs.npz"  # layout 2-1-1-1
+SCAN_FIXTURE = FIXTURES / "timm_tiny_scan_resnetrs.npz"  # 1-3-1-1: c3 scans two blocks
 TOLERANCE = 1e-4  # max abs logit difference, fp32 (the issue's bound)
 
 
-def load_reference(path: pathlib.Path, conv_impl: str = "auto") -> tuple[ResNetRS, dict, dict]:
+def load_reference(
+    path: pathlib.Path, conv_impl: str = "auto", scan_blocks: bool = False
+) -> tuple[ResNetRS, dict, dict]:
     """(rsjax model, timm state dict, arrays) from a reference .npz."""
     ref = np.load(path)
     meta = json.loads(str(ref["meta"]))
     state_dict = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("state_dict/")}
-    kwargs = dict(meta["rsjax"], conv_impl=conv_impl)
+    kwargs = dict(meta["rsjax"], conv_impl=conv_impl, scan_blocks=scan_blocks)
     name = kwargs.pop("name", None)
     model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
     arrays = {k: ref[k] for k in ("images_nhwc", "logits_eval", "logits_train")}
     return model, state_dict, arrays
 
 
-def max_logit_errors(path: pathlib.Path, conv_impl: str = "auto") -> tuple[float, float]:
+def max_logit_errors(
+    path: pathlib.Path, conv_impl: str = "auto", scan_blocks: bool = False
+) -> tuple[float, float]:
     """Max abs logit difference to timm in eval mode and in train mode (batch statistics)."""
-    model, state_dict, arrays = load_reference(path, conv_impl)
+    model, state_dict, arrays = load_reference(path, conv_impl, scan_blocks)
     variables = from_timm_state_dict(model, state_dict)
     images = arrays["images_nhwc"]
     eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
@@ -49,11 +55,24 @@ def max_logit_errors(path: pathlib.Path, conv_impl: str = "auto") -> tuple[float
     )
 
 
+@pytest.mark.parametrize("scan_blocks", [False, True])
 @pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
-def test_golden_fixture_matches_timm(conv_impl):
-    eval_err, train_err = max_logit_errors(FIXTURE, conv_impl)
+@pytest.mark.parametrize("path", [FIXTURE, SCAN_FIXTURE], ids=lambda p: p.stem)
+def test_golden_fixture_matches_timm(path, conv_impl, scan_blocks):
+    eval_err, train_err = max_logit_errors(path, conv_impl, scan_blocks)
     assert eval_err < TOLERANCE, eval_err
     assert train_err < TOLERANCE, train_err
+
+
+def test_the_scan_fixture_really_scans():
+    """With scan_blocks=True the 1-3-1-1 model holds c3's blocks 1 and 2 as one stacked subtree
+    (what the scanned comparison above exercises); the 2-1-1-1 fixture has no such stage."""
+    model, state_dict, _ = load_reference(SCAN_FIXTURE, scan_blocks=True)
+    params = from_timm_state_dict(model, state_dict)["params"]
+    assert "c3_blocks" in params and "c3_block1" not in params
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(params["c3_blocks"])} == {2}
+    model, state_dict, _ = load_reference(FIXTURE, scan_blocks=True)
+    assert not any(k.endswith("_blocks") for k in from_timm_state_dict(model, state_dict)["params"])
 
 
 def test_golden_fixture_is_sensitive_to_weights():

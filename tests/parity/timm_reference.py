@@ -9,6 +9,8 @@ Examples:
   .venv-ref/bin/python tests/parity/timm_reference.py --model resnetrs50 --out /tmp/rs50.npz
   .venv-ref/bin/python tests/parity/timm_reference.py --tiny \
       --out tests/fixtures/timm_tiny_resnetrs.npz
+  .venv-ref/bin/python tests/parity/timm_reference.py --tiny tiny_scan \
+      --out tests/fixtures/timm_tiny_scan_resnetrs.npz
 """
 
 import argparse
@@ -33,15 +35,28 @@ TINY = dict(
 )
 
 
-def build_tiny() -> torch.nn.Module:
+# A second small model whose c3 holds three blocks: blocks 1 and 2 are identical, so rsjax's
+# `scan_blocks=True` layout really scans (a stage scans its blocks after the first when there are
+# at least two of them).
+TINY_SCAN = dict(
+    timm=dict(layers=(1, 3, 1, 1), channels=(8, 16, 32, 64), stem_width=4, num_classes=10),
+    rsjax=dict(depth=0, stage_sizes=(1, 3, 1, 1), width_multiplier=0.125, num_classes=10),
+    batch=4,
+    in_chans=3,
+    image_size=33,
+)
+TINY_MODELS = {"tiny": TINY, "tiny_scan": TINY_SCAN}
+
+
+def build_tiny(spec: dict = TINY) -> torch.nn.Module:
     return ResNet(
         block=Bottleneck,
         stem_type="deep",
         replace_stem_pool=True,
         avg_down=True,
         block_args=dict(attn_layer=partial(get_attn("se"), rd_ratio=0.25)),
-        in_chans=TINY["in_chans"],
-        **TINY["timm"],
+        in_chans=spec["in_chans"],
+        **spec["timm"],
     )
 
 
@@ -79,7 +94,10 @@ def main() -> None:
     parser.add_argument(
         "--model", default="resnetrs50", help="timm model name (ignored with --tiny)"
     )
-    parser.add_argument("--tiny", action="store_true", help="the small fixture model instead")
+    parser.add_argument(
+        "--tiny", nargs="?", const="tiny", choices=sorted(TINY_MODELS),
+        help="a small fixture model instead (tiny: layout 2-1-1-1; tiny_scan: 1-3-1-1)",
+    )  # fmt: skip
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -89,9 +107,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     if args.tiny:
-        model = build_tiny()
-        rsjax_kwargs = TINY["rsjax"]
-        batch, channels, size = TINY["batch"], TINY["in_chans"], TINY["image_size"]
+        spec = TINY_MODELS[args.tiny]
+        model = build_tiny(spec)
+        rsjax_kwargs = spec["rsjax"]
+        batch, channels, size = spec["batch"], spec["in_chans"], spec["image_size"]
     else:
         model = timm.create_model(args.model, pretrained=False, drop_rate=0.0)
         rsjax_kwargs = dict(name=args.model)
