@@ -255,8 +255,9 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
     small_fmnist, tmp_path, manager_calls, monkeypatch
 ):
     """NaN images in the 6th batch, after the checkpoint at step 4: the run fails at the next
-    check (the log at step 8, before that step's checkpoint), keeps checkpoint 4 and nothing
-    later, and a rerun on clean data restores checkpoint 4 and completes."""
+    check, the losses' check before the checkpoint at step 8 (no log is due before step 12),
+    keeps checkpoint 4 and nothing later, and a rerun on clean data restores checkpoint 4 and
+    completes."""
     from rsjax.data import input_pipeline
 
     real = input_pipeline.train_batches
@@ -266,7 +267,7 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
             yield {**batch, "images": batch["images"] * np.nan} if i == 5 else batch
 
     monkeypatch.setattr(input_pipeline, "train_batches", poisoned)
-    config = tiny_config(small_fmnist)
+    config = tiny_config(small_fmnist, log_every_steps=12)
     with pytest.raises(trainer.NonFiniteLossError, match="at step 6"):
         trainer.train_and_evaluate(config, tmp_path)
     assert manager_calls == {"created": 1, "closed": 1}
