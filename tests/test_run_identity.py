@@ -99,3 +99,5 @@ def test_a_run_started_from_its_tpu_vm_command_has_the_planned_identity():
     assert (config.name, config.sweep) == ("d101-w1.5", "paper_fig3")
     assert configs.run_id(config) == run.run_id
     assert configs.run_id(config) != Run("x", {}, run.base).run_id  # the id can tell runs apart
+    config.name, config.sweep = "started-by-hand", ""
+    assert configs.run_id(config) == run.run_id  # labels are not part of the id
