@@ -4,10 +4,13 @@ import json
 import pathlib
 import sys
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import common
 
 
+@pytest.mark.slow
 def test_lower_train_step_gives_compiled_memory(tiny_model):
     # compile_time.py and memory.py lower the real step for the abstract state.
     lowered = common.lower_train_step(tiny_model, batch=2, resolution=32)
@@ -16,6 +19,7 @@ def test_lower_train_step_gives_compiled_memory(tiny_model):
     assert analysis.argument_size_in_bytes > 0
 
 
+@pytest.mark.slow
 def test_make_train_step_runs(tiny_model):
     init, step = common.make_train_step(tiny_model, batch=2, resolution=32)
     init()

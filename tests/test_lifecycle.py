@@ -60,6 +60,7 @@ def test_a_run_that_raises_mid_training_is_recorded_failed_and_reruns(
     assert record["train"]["resumed_from_step"] == 4
 
 
+@pytest.mark.slow
 def test_the_cli_exits_nonzero_with_one_line_on_a_mid_run_failure(
     small_fmnist, tmp_path, monkeypatch, capsys
 ):
@@ -90,6 +91,7 @@ def _flat(config) -> dict[str, str]:
     return values
 
 
+@pytest.mark.slow
 def test_the_record_exists_from_the_start_with_the_run_identity(small_fmnist, tmp_path):
     config = tiny_config(small_fmnist, num_train_steps=4)
     seen = {}
@@ -150,6 +152,7 @@ def test_newest_unreadable_checkpoint_falls_back_and_resumes_bit_identically(
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_every_checkpoint_unreadable_is_one_line_and_exit_2(small_fmnist, tmp_path, capsys):
     config = tiny_config(small_fmnist, keep_checkpoints=3)
     trainer.train_and_evaluate(config, tmp_path)

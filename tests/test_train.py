@@ -107,6 +107,7 @@ def test_label_smoothing_cross_entropy():
     assert float(cross_entropy(logits, jnp.array([0]), 0.1)[0]) == pytest.approx(float(expected))
 
 
+@pytest.mark.slow
 def test_train_step_learns_a_fixed_batch_and_tracks_ema(tiny_model):
     program, schedule = train_program(tiny_model, 8, 0.05, ema_decay=0.99)
     state = program.init(jax.random.key(0))
