@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from rsjax.errors import UsageError
+from rsjax.errors import UsageError, first_line
 
 TRAIN_USAGE = """usage: rsjax train --config FILE[:PRESET] --workdir DIR [--config.KEY=VALUE ...]
 
@@ -76,21 +76,15 @@ def _train(argv: Sequence[str]) -> int:
         print(TRAIN_USAGE)
         return 0
     spec, overrides, rest = configs.split_flags(argv, "rsjax train")
-    workdir, distributed = None, False
-    args = iter(rest)
-    for arg in args:
-        if arg == "--jax_distributed":
-            distributed = True
-        elif arg == "--workdir":
-            workdir = next(args, None)
-        elif arg.startswith("--workdir="):
-            workdir = arg.split("=", 1)[1]
-        else:
-            raise UsageError(f"unknown argument {arg!r} (see rsjax train --help)")
+    parser = _flag_parser("rsjax train")
+    parser.add_argument("--workdir")
+    parser.add_argument("--jax_distributed", action="store_true")
+    args = _parse_flags(parser, rest)
+    workdir = args.workdir
     if spec is None or not workdir:
         raise UsageError("--config and --workdir are required (see --help)")
     config = configs.validate(configs.load(spec, overrides, as_text=True))
-    if distributed:
+    if args.jax_distributed:
         import jax
 
         jax.distributed.initialize()
@@ -102,7 +96,7 @@ def _train(argv: Sequence[str]) -> int:
         raise
     except Exception as e:  # the record says "failed"; its traceback is in error.log
         print(
-            f"rsjax train: failed: {type(e).__name__}: {_first_line(e)} (traceback in "
+            f"rsjax train: failed: {type(e).__name__}: {first_line(e)} (traceback in "
             f"{workdir}/error.log)",
             file=sys.stderr,
         )
@@ -110,9 +104,22 @@ def _train(argv: Sequence[str]) -> int:
     return 0
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
+def _flag_parser(program: str) -> argparse.ArgumentParser:
+    """The parser of a command's flags besides --config (its --help is the command's own)."""
+    return argparse.ArgumentParser(
+        prog=program, add_help=False, allow_abbrev=False, exit_on_error=False
+    )
+
+
+def _parse_flags(parser: argparse.ArgumentParser, args: Sequence[str]) -> argparse.Namespace:
+    """`parser`'s flags from `args`; UsageError for an unknown or ill-formed one."""
+    try:
+        parsed, unknown = parser.parse_known_args(args)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    if unknown:
+        raise UsageError(f"unknown argument {unknown[0]!r} (see {parser.prog} --help)")
+    return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,14 +183,12 @@ def _profile(argv: Sequence[str]) -> int:
         print(PROFILE_USAGE)
         return 0
     spec, overrides, rest = configs.split_flags(argv, "rsjax profile")
-    parser = argparse.ArgumentParser(prog="rsjax profile", add_help=False)
+    parser = _flag_parser("rsjax profile")
     parser.add_argument("--batch_per_device", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workdir")
-    args, unknown = parser.parse_known_args(rest)
-    if unknown:
-        raise UsageError(f"unknown argument {unknown[0]!r} (see rsjax profile --help)")
+    args = _parse_flags(parser, rest)
     if spec is None:
         raise UsageError("--config is required (see --help)")
     config = configs.validate(configs.load(spec, overrides, as_text=True))
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"rsjax {command}: error: {_first_line(e)}", file=sys.stderr)
+        print(f"rsjax {command}: error: {first_line(e)}", file=sys.stderr)
         return 2
 
 

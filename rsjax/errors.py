@@ -6,3 +6,10 @@ class UsageError(ValueError):
 
     A ValueError, so library callers that catch ValueError keep working.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when the message is empty): what a
+    one-line report or a record's `error` field shows."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

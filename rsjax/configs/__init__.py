@@ -6,12 +6,13 @@ point: `rsjax train`, `rsjax profile`, sweep files, workers and launchers.
 
 from rsjax.configs.identity import IDENTITY_KEYS, RESUMABLE_KEYS, content_id, run_id
 from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
-from rsjax.configs.validation import DTYPES, build_model, validate
+from rsjax.configs.validation import DTYPES, MODEL_FIELDS, build_model, validate
 
 __all__ = [
     "BUNDLED",
     "DTYPES",
     "IDENTITY_KEYS",
+    "MODEL_FIELDS",
     "RESUMABLE_KEYS",
     "apply_overrides",
     "build_model",

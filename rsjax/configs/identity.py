@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+from flax.traverse_util import flatten_dict
 
 # Labels of a run, not part of what it computes.
 IDENTITY_KEYS = frozenset({"name", "sweep"})
@@ -51,17 +52,6 @@ def content_id(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1} (lists and tuples are leaves)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def run_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
     """The run's id: `content_id` of its flattened config without identity, resumable or storage
     keys.
@@ -70,4 +60,5 @@ def run_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
     """
     tree = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
     ignored = IDENTITY_KEYS | RESUMABLE_KEYS | STORAGE_KEYS
-    return content_id({k: v for k, v in flatten(tree).items() if k not in ignored})
+    flat = flatten_dict(tree, sep=".")
+    return content_id({k: v for k, v in flat.items() if k not in ignored})

@@ -15,7 +15,7 @@ from typing import Any
 
 import ml_collections
 
-from rsjax.errors import UsageError
+from rsjax.errors import UsageError, first_line
 
 BUNDLED = ("fashion_mnist", "imagenet")  # modules of rsjax/configs with get_config(preset)
 _PACKAGE_DIR = pathlib.Path(__file__).parent
@@ -53,9 +53,7 @@ def import_file(path: pathlib.Path, what: str = "config") -> Any:
     except SyntaxError as e:
         raise UsageError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:  # an import error or a bug at module level: one line, not a traceback
-        raise UsageError(
-            f"{path}: cannot be loaded: {type(e).__name__}: {_first_line(e)}"
-        ) from None
+        raise UsageError(f"{path}: cannot be loaded: {type(e).__name__}: {first_line(e)}") from None
     return module
 
 
@@ -72,7 +70,7 @@ def load_file(spec: str) -> ml_collections.ConfigDict:
     try:
         config = get_config(preset) if preset else get_config()
     except (ValueError, TypeError, KeyError) as e:
-        raise UsageError(f"{spec}: {_first_line(e)}") from None
+        raise UsageError(f"{spec}: {first_line(e)}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise UsageError(
             f"{path}: get_config() returned a {type(config).__name__}, not a ConfigDict"
@@ -132,7 +130,7 @@ def apply_overrides(
             node[leaf] = value
         except (TypeError, ValueError, AttributeError, KeyError) as e:
             raise UsageError(
-                f"cannot set config key {key!r} to {value!r}: {_first_line(e)}"
+                f"cannot set config key {key!r} to {value!r}: {first_line(e)}"
             ) from None
     return config
 
@@ -199,11 +197,6 @@ def split_flags(argv: Sequence[str], program: str) -> tuple[str | None, dict[str
             rest.append(arg)
         i += 1
     return spec, overrides, rest
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 __all__ = [

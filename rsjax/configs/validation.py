@@ -13,6 +13,20 @@ from rsjax.errors import UsageError
 from rsjax.models import ResNetRS, layouts
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# `config.model` keys passed to `ResNetRS` as they are (depth, stage_sizes and dtype are mapped).
+MODEL_FIELDS = (
+    "width_multiplier",
+    "se_ratio",
+    "dropout_rate",
+    "stochastic_depth_rate",
+    "stem_downsample",
+    "stem_stride",
+    "conv_impl",
+    "scan_blocks",
+    "remat",
+    "bn_momentum",
+    "bn_group_size",
+)
 _POSITIVE = (
     "global_batch_size",
     "eval_batch_size",
@@ -37,19 +51,9 @@ def build_model(config: ml_collections.ConfigDict) -> ResNetRS:
         return ResNetRS(
             depth=m.depth,
             stage_sizes=tuple(m.stage_sizes) or None,
-            width_multiplier=m.width_multiplier,
             num_classes=config.data.num_classes,
-            se_ratio=m.se_ratio,
-            dropout_rate=m.dropout_rate,
-            stochastic_depth_rate=m.stochastic_depth_rate,
-            stem_downsample=m.stem_downsample,
-            stem_stride=m.stem_stride,
-            conv_impl=m.conv_impl,
-            scan_blocks=m.scan_blocks,
-            remat=m.remat,
-            bn_momentum=m.bn_momentum,
-            bn_group_size=m.bn_group_size,
             dtype=DTYPES[m.dtype],
+            **{name: m[name] for name in MODEL_FIELDS},
         )
     except (ValueError, TypeError) as e:
         raise UsageError(f"model: {e}") from None

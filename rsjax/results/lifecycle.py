@@ -16,19 +16,15 @@ from typing import Any
 
 from etils import epath
 
+from rsjax.errors import first_line
 from rsjax.results.schema import write_result
 
 ERROR_LOG = "error.log"
 
 
 def now() -> str:
-    """UTC now as ISO 8601 to the second ("2026-11-23T18:00:00+00:00")."""
+    """UTC now as ISO 8601 to the second (YYYY-MM-DDTHH:MM:SS+00:00)."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class RunRecord:

@@ -25,7 +25,7 @@ from etils import epath
 from flax.traverse_util import flatten_dict
 
 from rsjax.configs import RESUMABLE_KEYS
-from rsjax.errors import UsageError
+from rsjax.errors import UsageError, first_line
 from rsjax.fileio import atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -126,12 +126,8 @@ def _reason(error: BaseException) -> str:
     not Orbax's wrapper with its spec dump)."""
     while error.__cause__ is not None:
         error = error.__cause__
-    return f"{type(error).__name__}: {_first_line(error).split(' See full TensorStore')[0]}"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    message = first_line(error).split(" See full TensorStore")[0][:300]
+    return f"{type(error).__name__}: {message}"
 
 
 def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:

@@ -168,15 +168,8 @@ def model_config(
         "depth": model.depth if model.stage_sizes is None else 0,
         "stage_sizes": tuple(model.stage_sizes or ()),
         "dtype": dtypes[model.dtype],
-        **{
-            name: getattr(model, name)
-            for name in (
-                "width_multiplier", "se_ratio", "dropout_rate", "stochastic_depth_rate",
-                "stem_downsample", "stem_stride", "conv_impl", "scan_blocks", "remat",
-                "bn_momentum", "bn_group_size",
-            )
-        },
-    }  # fmt: skip
+        **{name: getattr(model, name) for name in configs.MODEL_FIELDS},
+    }
     config = configs.load(
         base,
         {

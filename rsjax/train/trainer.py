@@ -25,7 +25,6 @@ from etils import epath
 
 import rsjax
 from rsjax import configs, malloc_tuning, profiling
-from rsjax.configs import build_model  # noqa: F401  (rsjax.train.trainer.build_model)
 from rsjax.errors import UsageError
 from rsjax.models import ResNetRS, abstract_variables, layouts
 from rsjax.results import RunRecord, existing_result
@@ -223,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             return {}
         run.complete(
             metrics=outcome.metrics,
-            train=outcome.train_block(start_step),
+            train=outcome.train_block(),
             profile=outcome.profile_block(config),
         )
         if is_main:
@@ -244,9 +243,10 @@ def due(step: int, every_steps: int, last: bool = False) -> bool:
 
 @dataclasses.dataclass
 class _Outcome:
-    """How the loop ended: the last step, the final eval metrics, whether it was preempted, and
-    the timing it measured."""
+    """How the loop ended: the step it started from and its last step, the final eval metrics,
+    whether it was preempted, and the timing it measured."""
 
+    start_step: int
     step: int
     metrics: dict[str, float]
     preempted: bool
@@ -256,13 +256,13 @@ class _Outcome:
     def median_step_s(self) -> float | None:
         return statistics.median(self.step_times) if self.step_times else None
 
-    def train_block(self, start_step: int) -> dict:
+    def train_block(self) -> dict:
         """What the run's `train` block adds at its end: time, core-hours, median step."""
         return {
             "wall_s": self.wall_s,
             "core_hours": self.wall_s * jax.device_count() / 3600,
             "step_s": self.median_step_s(),
-            "resumed_from_step": start_step,
+            "resumed_from_step": self.start_step,
         }
 
     def profile_block(self, config: ml_collections.ConfigDict) -> dict:
@@ -455,7 +455,9 @@ class _Timer:
         return waits
 
     def outcome(self, step: int, metrics: dict[str, float], preempted: bool) -> _Outcome:
-        return _Outcome(step, metrics, preempted, time.time() - self.start, self.step_times)
+        return _Outcome(
+            self.start_step, step, metrics, preempted, time.time() - self.start, self.step_times
+        )
 
 
 class _Preemption:
