@@ -8,9 +8,14 @@ PY := $(VENV)/bin/python
 PARITY_DIR ?= build/parity
 # pip on this kind of machine warns about every missing local index; keep the real messages.
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
-# Reference-only stack for timm parity (never an rsjax dependency). torch 2.13.0's CPU wheel
-# cannot import PyPI's torchvision, which timm imports; this pair installs and runs on CPU.
-REF_REQUIREMENTS := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy==2.4.6
+# Exact versions live in lock files only (pyproject.toml declares ranges): LOCK for .venv, and
+# REF_LOCK for the reference-only stack of the timm parity checks (torch, timm: never an rsjax
+# dependency). LOWEST: pyproject.toml's base dependencies at their lower bounds.
+LOCK := requirements/lock.txt
+REF_LOCK := requirements/reference-lock.txt
+COMPAT_VENV ?= build/venv-compat
+LOWEST = $$($(PYTHON) -c 'import tomllib; print(" ".join(r.replace(">=", "==") for r in \
+  tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
@@ -19,22 +24,26 @@ DEMO_DIR ?= runs/demo
 # in-process, so the Makefile does it there.
 PYTEST = env $$($(PY) -m rsjax.malloc_tuning) $(PY) -m pytest
 
-.PHONY: help venv jemalloc test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean
+.PHONY: help venv jemalloc test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean lock compat
 
 help:
 	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
 	@echo "make test         create $(VENV) if needed (and install libjemalloc2 when root) and run the default test suite"
 	@echo "make test-slow    the second tier: kill/resume subprocesses, 8-device sharding, notebooks,"
-	@echo "                  mock ImageNet, checkpoint fallback (CI runs both tiers)"
+	@echo "                  mock ImageNet, checkpoint fallback, the models-only wheel (CI runs both tiers)"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
 	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
+	@echo "make compat       the model tests in a models-only install at the lowest declared jax/flax/numpy"
+	@echo "make lock         write $(VENV)'s versions to $(LOCK) (after make test passes with them)"
 	@echo "make lint         ruff check"
 	@echo "make fixtures     regenerate the timm fixtures in tests/fixtures/ with timm"
 
-$(VENV)/.installed: setup.py
+# The locked set plus rsjax itself (editable, every extra): pip fails if pyproject's ranges and the
+# lock disagree, and tests/test_packaging.py checks that nothing outside the lock got in.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	$(VENV)/bin/pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/pip install -q "$$(grep '^pip==' $(LOCK))" 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/pip install -q -r $(LOCK) -e '.[all,test]' 2>&1 | $(QUIET_PIP)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -55,10 +64,32 @@ test: venv jemalloc
 test-slow: venv jemalloc
 	$(PYTEST) -q -m slow
 
-$(REF_VENV)/.installed:
+$(REF_VENV)/.installed: $(REF_LOCK)
 	$(PYTHON) -m venv $(REF_VENV)
-	$(REF_VENV)/bin/pip install -q $(REF_REQUIREMENTS) 2>&1 | $(QUIET_PIP)
+	$(REF_VENV)/bin/pip install -q -r $(REF_LOCK) 2>&1 | $(QUIET_PIP)
 	touch $@
+
+# After changing versions in a working .venv (and passing make test): write them to the lock.
+lock: venv
+	{ sed -n '/^#/p' $(LOCK); $(VENV)/bin/pip freeze --all --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
+# The built wheel without extras in a fresh venv at the lowest jax/flax/numpy pyproject.toml
+# declares, running the model tests against the installed wheel (the venv's pytest, so the
+# checkout is not on sys.path first). The newest versions are the lock's: make test runs them, and
+# tests/test_packaging.py installs the wheel models-only at those.
+MODEL_TESTS := tests/test_batch_norm.py tests/test_conv.py tests/test_convert.py \
+  tests/test_models.py tests/test_models_only.py tests/test_profiling.py tests/test_scan_remat.py
+compat:
+	rm -rf $(COMPAT_VENV) build/wheel
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q "$$(grep '^pip==' $(LOCK))" 2>&1 | $(QUIET_PIP)
+	$(COMPAT_VENV)/bin/pip wheel -q --no-deps -w build/wheel . 2>&1 | $(QUIET_PIP)
+	$(COMPAT_VENV)/bin/pip install -q build/wheel/rsjax-*.whl $(LOWEST) \
+	  "$$(grep '^pytest==' $(LOCK))" 2>&1 | $(QUIET_PIP)
+	$(COMPAT_VENV)/bin/pip list 2>/dev/null | grep -E '^(jax|jaxlib|flax|numpy) '
+	RSJAX_EXPECT_INSTALLED=1 $(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider \
+	  --import-mode=append $(MODEL_TESTS)
 
 PARITY_MODELS ?= resnetrs50
 parity: venv $(REF_VENV)/.installed

@@ -17,11 +17,23 @@ Examples:
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from rsjax import extras
 from rsjax.errors import UsageError, first_line
+
+FIGURES = ("fig2", "fig3", "fig4", "table7")
+# The pip extra each command needs beyond the models (`rsjax models` needs none).
+EXTRA_OF_COMMAND = {
+    "train": "train",
+    "profile": "train",
+    "sweep": "train",
+    "results": "analysis",
+    "plot": "analysis",
+}
 
 TRAIN_USAGE = """usage: rsjax train --config FILE[:PRESET] --workdir DIR [--config.KEY=VALUE ...]
 
@@ -151,9 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )  # fmt: skip
     _add_sweep_parsers(sub)
-    from rsjax.analysis import commands as analysis_commands
-
-    analysis_commands.add_parsers(sub)
+    _add_analysis_parsers(sub)
     return parser
 
 
@@ -205,9 +215,12 @@ def _profile(argv: Sequence[str]) -> int:
     return 0
 
 
-def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
-    from rsjax.sweep import commands
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """`module.function(args)`, imported when the command runs (after its extra is checked)."""
+    return lambda args: getattr(importlib.import_module(module), function)(args)
 
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="plan, launch and follow a study's grid of runs",
@@ -226,7 +239,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     plan.add_argument("sweep_file")
     plan.add_argument("--jsonl", action="store_true", help="one JSON object per run")
     plan.add_argument("--only", help="runs whose name matches this glob")
-    plan.set_defaults(func=commands.plan)
+    plan.set_defaults(func=_lazy("rsjax.sweep.commands", "plan"))
 
     launch = actions.add_parser(
         "launch",
@@ -246,15 +259,71 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     tpu.add_argument("--accelerator_type", help="e.g. v4-32")
     tpu.add_argument("--runtime_version", default="tpu-ubuntu2204-base")
     tpu.add_argument("--spot", action="store_true")
-    tpu.add_argument("--install", default="rsjax", help="pip requirement installing rsjax")
+    tpu.add_argument("--wheel", help="rsjax wheel to install (default: built from this checkout)")
+    tpu.add_argument("--lock", help="lock file to install (default: this checkout's)")
     tpu.add_argument("--create_retries", type=int, default=2)
     tpu.add_argument("--dry_run", action="store_true", help="print the gcloud commands only")
-    launch.set_defaults(func=commands.launch)
+    launch.set_defaults(func=_lazy("rsjax.sweep.commands", "launch"))
 
     status = actions.add_parser("status", help="complete / running / failed / pending runs")
     status.add_argument("workdir")
     status.add_argument("--all", action="store_true", help="list every run, not only problems")
-    status.set_defaults(func=commands.status)
+    status.set_defaults(func=_lazy("rsjax.sweep.commands", "status"))
+
+
+def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
+    """Adds `results` (collect, report) and `plot` to the top-level subcommands."""
+    results = sub.add_parser(
+        "results",
+        help="collect result.json files into one table; print the scaling report",
+        description="Examples:\n"
+        "  rsjax results collect runs/fmnist_fig3 -o results.csv\n"
+        "  rsjax results collect 'gs://B/sweeps/*' runs/local -o results.parquet\n"
+        "  rsjax results report results.csv\n"
+        "  rsjax results report runs/fmnist_fig3 --quality raw_top1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = results.add_subparsers(dest="results_command", required=True, metavar="ACTION")
+    c = actions.add_parser(
+        "collect",
+        help="read every result.json under PATHS into a CSV or Parquet table",
+        description="Reads result.json files in or up to three levels below each PATH (local "
+        "or gs://, globs allowed), keeps the newest record per run id, and reports corrupt, "
+        "failed, partial and profiled records instead of failing.",
+    )
+    c.add_argument("paths", nargs="+", metavar="PATH")
+    c.add_argument("-o", "--output", required=True, help="results.csv or results.parquet")
+    c.add_argument(
+        "--include_profiled", action="store_true", help="also rows for profiled-only runs"
+    )
+    c.set_defaults(func=_lazy("rsjax.analysis.commands", "collect"))
+    r = actions.add_parser(
+        "report", help="which axis to scale in each regime (computed from RESULTS)"
+    )
+    r.add_argument("results", nargs="+", metavar="RESULTS", help="table or run directories")
+    r.add_argument("--cost", default="latency")
+    r.add_argument("--quality", default="top1")
+    r.set_defaults(func=_lazy("rsjax.analysis.commands", "report"))
+
+    p = sub.add_parser(
+        "plot",
+        help="the paper's figures from results: fig2, fig3, fig4, table7 (PNG and PDF)",
+        description="fig2: error vs FLOPs with the power-law fit; fig3: depth vs width scaling "
+        "per regime; fig4: Pareto curves per family; table7: speed-ups at matched accuracy. "
+        "fig4 and table7 without RESULTS use the paper's Table 7.\n\nExamples:\n"
+        "  rsjax plot fig3 results.csv --out figures\n"
+        "  rsjax plot fig2 runs/fmnist_fig3 --out figures\n"
+        "  rsjax plot fig4 --out figures            # the paper's Figure 4\n"
+        "  rsjax plot table7 --out figures          # Table 7 with recomputed speed-ups",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("figure", choices=FIGURES)
+    p.add_argument("results", nargs="*", metavar="RESULTS", help="table or run directories")
+    p.add_argument("--out", required=True, help="directory for FIGURE.png and FIGURE.pdf")
+    p.add_argument("--cost", help="cost column (default: latency, or Table 7's TPUv3 latency)")
+    p.add_argument("--quality", default="top1")
+    p.add_argument("--paper", action="store_true", help="fig4: overlay the paper's Table 7")
+    p.set_defaults(func=_lazy("rsjax.analysis.commands", "plot"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own_parsers = {"train": _train, "profile": _profile}  # config flags: --config.KEY=VALUE
     command = argv[0] if argv else None
     try:
+        if command in EXTRA_OF_COMMAND:  # before --help, which would list flags that cannot run
+            extras.require(EXTRA_OF_COMMAND[command])
         if command in own_parsers:
             return own_parsers[command](argv[1:])
         args = build_parser().parse_args(argv)

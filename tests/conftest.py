@@ -1,18 +1,31 @@
-"""Shared test setup: 8 simulated CPU devices, quiet TensorFlow, tiny models and datasets."""
+"""Shared test setup: 8 simulated CPU devices, quiet TensorFlow, tiny models and datasets.
+
+Only the models' dependencies (jax, flax, numpy) are imported at the top: the model tests
+(the Makefile's MODEL_TESTS) also run in a models-only install (`make compat`), where the training
+stack (ml_collections, TensorFlow) is absent, so the training helpers import it when called.
+"""
+
+from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 # Must happen before JAX initialises its backend: sharding tests need 8 devices. The 8 simulated
 # devices share 2 cores, so one device can reach a collective long after the others; XLA:CPU
 # aborts the whole process when a collective's rendezvous waits longer than its terminate timeout
 # (40 s by default), so wait up to 10 minutes instead. (CI aborted twice inside the 4x2 FSDP
 # "flat" sharding test, once with each timeout; see test_sharding.as_tree_layout.)
+# Older jaxlibs (the models are also checked at the lowest declared one, `make compat`) abort on
+# that flag as unknown; the sharding tests that need it run only with the locked jaxlib.
 os.environ["XLA_FLAGS"] = " ".join(
-    (
-        os.environ.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8"),
-        "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+    (os.environ.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8"),)
+    + (
+        ("--xla_cpu_collective_call_terminate_timeout_seconds=600",)
+        if tuple(map(int, importlib.metadata.version("jaxlib").split(".")[:2])) >= (0, 10)
+        else ()
     )
 )
 # XLA:CPU gives its execution and intra-op pools max(cores, devices) threads: exactly enough for
@@ -25,14 +38,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from rsjax.configs import apply_overrides
-from rsjax.configs import fashion_mnist as fmnist_config
 from rsjax.models import ResNetRS, abstract_variables
-from rsjax.train import programs, sharding
+
+if TYPE_CHECKING:
+    import ml_collections
+
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.
 TINY_KWARGS = dict(depth=0, stage_sizes=(1, 1, 1, 1), width_multiplier=0.125, num_classes=7)
@@ -82,6 +95,9 @@ def small_fmnist(tmp_path_factory) -> dict:
 def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.ConfigDict:
     """The `tiny` Fashion-MNIST config over the `small_fmnist` files, with dotted-key overrides
     ("optim.base_learning_rate": 1.0), locked again."""
+    from rsjax.configs import apply_overrides
+    from rsjax.configs import fashion_mnist as fmnist_config
+
     return apply_overrides(
         fmnist_config.get_config("tiny"),
         {
@@ -91,10 +107,6 @@ def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.Confi
             **overrides,
         },
     )
-
-
-# Durations whose cosine stays within 1e-9 of its peak over a test's few steps: a constant rate.
-FLAT_DURATIONS = programs.Durations(total_steps=10**9, warmup_steps=0, eval_every_steps=0)
 
 
 def train_program(
@@ -108,6 +120,8 @@ def train_program(
     """(program, schedule): the trainer's program (`rsjax.train.programs`) for `model` on
     `batch` images of `resolution` px at a constant `learning_rate`, on `mesh` (default one
     device); `overrides` are dotted config keys ("ema_decay": 0.99)."""
+    from rsjax.train import programs, sharding
+
     mesh = mesh or sharding.make_mesh(1, 1)
     config = programs.model_config(
         model,
@@ -121,7 +135,9 @@ def train_program(
         },
     )
     program = programs.build(config, mesh, (resolution, resolution, 3))
-    return program, program.schedule(FLAT_DURATIONS)
+    # Durations whose cosine stays within 1e-9 of its peak over a test's few steps: a constant rate.
+    flat = programs.Durations(total_steps=10**9, warmup_steps=0, eval_every_steps=0)
+    return program, program.schedule(flat)
 
 
 def random_variables(model, channels=3, seed=0):

@@ -10,7 +10,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rsjax"
 # Lowest first. A module may import its own package and anything in a lower layer, nothing in its
 # own layer's other packages or above.
 LAYERS = (
-    ("errors", "fileio", "backend", "paper_tables", "malloc_tuning"),
+    ("errors",),
+    ("extras", "fileio", "backend", "paper_tables", "malloc_tuning"),
     ("models",),
     ("profiling",),  # a model's params and FLOPs
     ("data", "configs", "zoo"),

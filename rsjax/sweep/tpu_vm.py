@@ -4,10 +4,13 @@ For each run that is not complete (its `WORKDIR/RUN_NAME/result.json`, read thro
 so gs:// works), in order:
   1. create   gcloud compute tpus tpu-vm create VM --accelerator-type ... (--spot); retried
               `--create_retries` times (capacity errors are common), then reported as failed;
-  2. setup    gcloud compute tpus tpu-vm ssh VM --worker=all --command "pip install ..."
-  3. train    gcloud compute tpus tpu-vm ssh VM --worker=all --command "rsjax train --config BASE
+  2. ship     gcloud compute tpus tpu-vm scp WHEEL LOCK VM:~ --worker=all   (`shipping`: this
+              checkout's wheel, built once per launch, and requirements/lock.txt)
+  3. setup    gcloud compute tpus tpu-vm ssh VM --worker=all --command "pip install -r lock.txt
+              'jax[tpu]==<locked jax>' ./rsjax-VERSION-py3-none-any.whl[train]"
+  4. train    gcloud compute tpus tpu-vm ssh VM --worker=all --command "rsjax train --config BASE
               --workdir WORKDIR/RUN_NAME --config.KEY=VALUE ... --jax_distributed"
-  4. delete   gcloud compute tpus tpu-vm delete VM --quiet   (always, also after a failure)
+  5. delete   gcloud compute tpus tpu-vm delete VM --quiet   (always, also after a failure)
 The workdir must be reachable from the VMs and the launcher alike: a gs:// bucket (or a shared
 filesystem path). Runs go one after another (a VM per run keeps failures isolated and spot
 preemptions cheap: a relaunch resumes the run from its gs:// checkpoint). `--dry_run` prints the
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from etils import epath
 
-from rsjax.sweep import state
+from rsjax.sweep import shipping, state
 from rsjax.sweep.grid import Run
 
 Runner = Callable[[list[str]], int]
@@ -37,7 +40,7 @@ class TpuVmOptions:
     runtime_version: str = "tpu-ubuntu2204-base"
     spot: bool = False
     vm_prefix: str = "rsjax"
-    install: str = "rsjax"  # pip requirement(s) for rsjax on the VM (e.g. a gs:// wheel path)
+    payload: shipping.Payload | None = None  # the wheel and lock each VM installs
     create_retries: int = 2
 
 
@@ -61,7 +64,9 @@ def config_flags(run: Run) -> list[str]:
 
 
 def commands(options: TpuVmOptions, run: Run, workdir: str) -> dict[str, list[str]]:
-    """The gcloud argv of each phase (create, setup, train, delete) of one run."""
+    """The gcloud argv of each phase (create, ship, setup, train, delete) of one run."""
+    if options.payload is None:
+        raise ValueError("TpuVmOptions.payload is needed: the wheel and lock to install")
     vm = vm_name(options, run)
     where = [f"--zone={options.zone}", f"--project={options.project}"]
     create = [
@@ -71,7 +76,11 @@ def commands(options: TpuVmOptions, run: Run, workdir: str) -> dict[str, list[st
     if options.spot:
         create.append("--spot")
     ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", vm, *where, "--worker=all", "--command"]
-    setup = f"pip install -U 'jax[tpu]' {options.install}"
+    ship = [
+        "gcloud", "compute", "tpus", "tpu-vm", "scp", *options.payload.files, f"{vm}:~", *where,
+        "--worker=all",
+    ]  # fmt: skip
+    setup = options.payload.install_command()
     train = shlex.join(
         [
             "rsjax", "train", f"--config={run.base}",
@@ -80,11 +89,17 @@ def commands(options: TpuVmOptions, run: Run, workdir: str) -> dict[str, list[st
         ]
     )  # fmt: skip
     delete = ["gcloud", "compute", "tpus", "tpu-vm", "delete", vm, *where, "--quiet"]
-    return {"create": create, "setup": [*ssh, setup], "train": [*ssh, train], "delete": delete}
+    return {
+        "create": create,
+        "ship": ship,
+        "setup": [*ssh, setup],
+        "train": [*ssh, train],
+        "delete": delete,
+    }
 
 
 def run_on_vm(options: TpuVmOptions, run: Run, workdir: str, execute: Runner) -> str:
-    """Creates (with retries), sets up, trains and deletes; returns "done" or why it failed."""
+    """Creates (with retries), ships, sets up, trains and deletes; "done" or why it failed."""
     argv = commands(options, run, workdir)
     for _ in range(options.create_retries + 1):
         if execute(argv["create"]) == 0:
@@ -92,6 +107,8 @@ def run_on_vm(options: TpuVmOptions, run: Run, workdir: str, execute: Runner) ->
     else:
         return f"create failed {options.create_retries + 1} times"
     try:
+        if execute(argv["ship"]) != 0:
+            return "copying the wheel and lock failed"
         if execute(argv["setup"]) != 0:
             return "setup failed"
         if execute(argv["train"]) != 0:
@@ -111,13 +128,15 @@ def launch(runs: Sequence[Run], args: argparse.Namespace, execute: Runner | None
     missing = [f for f in ("project", "zone", "accelerator_type") if not getattr(args, f, None)]
     if missing:
         raise ValueError("--launcher tpu-vm needs " + ", ".join(f"--{m}" for m in missing) + ".")
+    if execute is None and not args.dry_run and shutil.which("gcloud") is None:
+        raise ValueError("gcloud is not on PATH: install the Google Cloud CLI first.")
     options = TpuVmOptions(
         project=args.project,
         zone=args.zone,
         accelerator_type=args.accelerator_type,
         runtime_version=args.runtime_version,
         spot=args.spot,
-        install=args.install,
+        payload=shipping.payload(args.wheel, args.lock),
         create_retries=args.create_retries,
     )
     if args.dry_run:
@@ -125,10 +144,7 @@ def launch(runs: Sequence[Run], args: argparse.Namespace, execute: Runner | None
             for phase, argv in commands(options, run, args.workdir).items():
                 print(f"# {run.name} {phase}\n{shlex.join(argv)}")
         return 0
-    if execute is None:
-        if shutil.which("gcloud") is None:
-            raise ValueError("gcloud is not on PATH: install the Google Cloud CLI first.")
-        execute = _subprocess_runner
+    execute = execute or _subprocess_runner
     failures = {}
     for run in runs:
         if state.is_done(epath.Path(args.workdir) / run.name):
