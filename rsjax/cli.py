@@ -302,7 +302,11 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("results", nargs="+", metavar="RESULTS", help="table or run directories")
     r.add_argument("--cost", default="latency")
-    r.add_argument("--quality", default="top1")
+    r.add_argument(
+        "--quality",
+        default="auto",
+        help="quality column; auto: EMA top-1 where every run's EMA is warmed up, else raw top-1",
+    )
     r.set_defaults(func=_lazy("rsjax.analysis.commands", "report"))
 
     p = sub.add_parser(
@@ -321,7 +325,7 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", nargs="*", metavar="RESULTS", help="table or run directories")
     p.add_argument("--out", required=True, help="directory for FIGURE.png and FIGURE.pdf")
     p.add_argument("--cost", help="cost column (default: latency, or Table 7's TPUv3 latency)")
-    p.add_argument("--quality", default="top1")
+    p.add_argument("--quality", default="auto", help="as for rsjax results report")
     p.add_argument("--paper", action="store_true", help="fig4: overlay the paper's Table 7")
     p.set_defaults(func=_lazy("rsjax.analysis.commands", "plot"))
 

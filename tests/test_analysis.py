@@ -21,21 +21,26 @@ PAPER_BOLD_SPEEDUPS = {
 }
 
 
-def synthetic_grid(long_winner="depth", short_winner="width", flat_resolution=False):
+def synthetic_grid(
+    long_winner="depth", short_winner="width", flat_resolution=False, seeds=3, noise=0.1
+):
     """A Figure 3 grid whose winners are known: in the 3.5-epoch regime `long_winner` gains
-    more accuracy per latency, in the 0.1-epoch regime `short_winner` does."""
+    more accuracy per latency, in the 0.1-epoch regime `short_winner` does. Each model point has
+    `seeds` replicates with Gaussian seed noise of `noise` points."""
+    rng = np.random.default_rng(0)
     rows = []
-    for epochs, depth, width, res in itertools.product(
-        (0.1, 3.5), (26, 50, 101), (0.125, 0.25, 0.5), (24, 32, 40)
+    for epochs, depth, width, res, seed in itertools.product(
+        (0.1, 3.5), (26, 50, 101), (0.125, 0.25, 0.5), (24, 32, 40), range(seeds)
     ):
         latency = 0.01 * (depth / 26) * (width / 0.125) * (res / 24) ** 2
         winner = long_winner if epochs == 3.5 else short_winner
         gain = {"depth": math.log2(depth / 26), "width": math.log2(width / 0.125)}
         top1 = 80 + 2 * gain[winner] + 0.5 * gain["depth" if winner == "width" else "width"]
         top1 += 0 if flat_resolution else 3 * math.log2(res / 24) ** 0.5
+        top1 += rng.normal(0, noise)
         rows.append(dict(epochs=epochs, depth=depth, width_multiplier=width, image_resolution=res,
-                         latency=latency, top1=top1, error=100 - top1, family="resnet_rs",
-                         flops=latency * 1e9))  # fmt: skip
+                         seed=seed, latency=latency, top1=top1, error=100 - top1,
+                         family="resnet_rs", flops=latency * 1e9))  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -111,9 +116,11 @@ def test_compare_scaling_finds_the_winner_per_regime(long_winner):
     assert list(long["image_resolution"]) == [24, 32, 40]
     assert set(long["winner"]) == {long_winner}
     assert (long["depth_points"] == 3).all() and (long["width_points"] == 3).all()
+    assert (long["gap_low"] < long["accuracy_gap"]).all()
+    assert (long["accuracy_gap"] < long["gap_high"]).all() and (long["seeds"] == 3).all()
     short = analysis.compare_scaling(df, 0.1)
     assert set(short["winner"]) == {"width"}
-    assert (short["accuracy_gap"] < 0).all()
+    assert (short["gap_high"] < 0).all()
     curves = analysis.scaling_curves(df, 3.5)
     assert curves["is_base"].sum() == 6  # the base is on both curves at 3 resolutions
 
@@ -121,6 +128,7 @@ def test_compare_scaling_finds_the_winner_per_regime(long_winner):
 def test_resolution_returns_show_diminishing_gains():
     returns = analysis.resolution_returns(synthetic_grid())
     assert len(returns) == 2 * 9 * 2  # regimes x (depth, width) models x resolution steps
+    assert (returns["delta_low"] < returns["delta_quality"]).all()
     first = returns[returns["from_resolution"] == 24]["gain_per_doubling"]
     second = returns[returns["from_resolution"] == 32]["gain_per_doubling"]
     assert (first.to_numpy() > second.to_numpy()).all()
@@ -129,13 +137,106 @@ def test_resolution_returns_show_diminishing_gains():
 def test_recommend_is_computed_from_the_numbers():
     depth_report = analysis.recommend(synthetic_grid(long_winner="depth"))
     width_report = analysis.recommend(synthetic_grid(long_winner="width"))
-    assert "3.5 epochs: scale depth (wins at 3 of 3 resolutions)" in depth_report
-    assert "3.5 epochs: scale width (wins at 3 of 3 resolutions)" in width_report
+    assert "3.5 epochs: scale depth (clear at 3 of 3 resolutions)" in depth_report
+    assert "3.5 epochs: scale width (clear at 3 of 3 resolutions)" in width_report
     assert "depends on the training length" in depth_report
     assert "depends on the training length" not in width_report
     assert "Returns fall as resolution grows" in depth_report
     flat = analysis.recommend(synthetic_grid(flat_resolution=True))
-    assert "Returns do not fall" in flat
+    assert "No clear change in returns" in flat
+    assert not re.search(r"(?<![\d.])1 epochs", depth_report) and "0.1 epochs" in depth_report
+
+
+def test_one_seed_per_model_names_no_winner():
+    """Without replicates there is no noise estimate: no interval, so no winner."""
+    df = synthetic_grid(seeds=1, noise=0.0)
+    table = analysis.compare_scaling(df, 3.5)
+    assert set(table["winner"]) == {"unclear"} and table["gap_low"].isna().all()
+    assert (table["accuracy_gap"] > 0).all()  # the point estimate is still reported
+    report = analysis.recommend(df)
+    assert "3.5 epochs: no clear winner (one seed per model: no interval)" in report
+    assert "scale depth" not in report and "scale width" not in report
+
+
+def test_rows_of_one_model_point_that_differ_beyond_the_seed_are_refused():
+    df = synthetic_grid().assign(replicate_id="a")
+    df.loc[df.index[0], "replicate_id"] = "b"
+    with pytest.raises(ValueError, match="differ in more than their seed"):
+        analysis.compare_scaling(df, 0.1)
+
+
+def coverage_grid(rng, true_gap: float, seeds: int = 3, noise: float = 0.3) -> pd.DataFrame:
+    """One regime and resolution: a base, two deeper and two wider models whose quality is
+    linear in log(cost), the depth curve `true_gap` points above the width curve's line (the
+    base on both); each model has `seeds` replicates with Gaussian noise."""
+    rows = []
+    models = {(26, 0.125): 0.0, (50, 0.125): true_gap, (101, 0.125): true_gap,
+              (26, 0.25): 0.0, (26, 0.5): 0.0}  # fmt: skip
+    for (depth, width), offset in models.items():
+        latency = (depth / 26) * (width / 0.125) ** 1.1
+        for seed in range(seeds):
+            top1 = 70 + 3 * math.log(latency) + offset + rng.normal(0, noise)
+            rows.append(dict(epochs=1.0, depth=depth, width_multiplier=width, image_resolution=32,
+                             seed=seed, latency=latency, top1=top1))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_gap_interval_covers_the_truth_at_its_nominal_rate():
+    """200 noisy draws: the 95% interval of depth minus width covers the noise-free gap in at
+    least 90% of them, for a true gap of 0 and of 1 point."""
+    rng = np.random.default_rng(1)
+    for true_gap in (0.0, 1.0):
+        truth = analysis.compare_scaling(coverage_grid(rng, true_gap, noise=0.0), 1.0)
+        truth = float(truth["accuracy_gap"].iloc[0])
+        covered = 0
+        for _ in range(200):
+            row = analysis.compare_scaling(coverage_grid(rng, true_gap), 1.0).iloc[0]
+            covered += row["gap_low"] <= truth <= row["gap_high"]
+        assert covered >= 180, (true_gap, covered)
+
+
+def test_recommend_says_no_clear_winner_when_the_truth_is_zero():
+    rng = np.random.default_rng(2)
+    unclear = sum(
+        "1 epoch: no clear winner" in analysis.recommend(coverage_grid(rng, 0.0))
+        for _ in range(200)
+    )
+    assert unclear >= 180, unclear
+    # ...and names the winner when the truth is far from zero.
+    assert "1 epoch: scale depth" in analysis.recommend(coverage_grid(rng, 3.0))
+
+
+def test_the_report_says_which_quality_each_regime_uses():
+    df = synthetic_grid().assign(raw_top1=lambda d: d["top1"] - 1.0, ema_warm=True)
+    df.loc[df["epochs"] == 0.1, "ema_warm"] = False
+    report = analysis.recommend(df)
+    assert "- 0.1 epochs: raw top-1 (the EMA is not warmed up in 81 of 81 runs)" in report
+    assert "- 3.5 epochs: EMA top-1 (every run's EMA is warmed up)" in report
+    assert analysis.regime_quality(df[df["epochs"] == 0.1], "auto")[0] == "raw_top1"
+    assert analysis.regime_quality(df[df["epochs"] == 0.1], "top1")[0] == "top1"  # as asked
+
+
+def test_per_regime_power_laws_recover_each_exponent():
+    """Three regimes on three power laws: each exponent within 10%, the legend names each."""
+    rng = np.random.default_rng(3)
+    exponents = {0.1: -0.05, 1.0: -0.15, 3.5: -0.3}
+    rows = []
+    for regime, exponent in exponents.items():
+        for flops in np.geomspace(1e6, 1e8, 8):
+            error = 40 * (flops / 1e6) ** exponent * rng.lognormal(0, 0.005)
+            rows.append(dict(epochs=regime, depth=26, flops=flops, top1=100 - error))
+    df = pd.DataFrame(rows)
+    fits = analysis.fit_power_law_per_regime(df.assign(error=100 - df["top1"]))
+    assert set(fits) == set(exponents)
+    for regime, exponent in exponents.items():
+        law, _ = fits[regime]
+        assert law.exponent == pytest.approx(exponent, rel=0.1)
+        assert law.exponent_low < law.exponent < law.exponent_high
+    pooled = analysis.fit_power_law(df.assign(error=100 - df["top1"]))
+    assert not any(pooled.exponent == pytest.approx(e, rel=0.1) for e in exponents.values())
+    legend = [t.get_text() for t in plots.fig2(df).axes[0].get_legend().get_texts()]
+    for regime in ("0.1 epochs: exponent", "1 epoch: exponent", "3.5 epochs: exponent"):
+        assert any(text.startswith(regime) for text in legend), legend
 
 
 def test_bad_input_gives_clear_messages():

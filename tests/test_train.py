@@ -252,6 +252,27 @@ def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path, manager_calls):
     assert manager_calls == {"created": 3, "closed": 3}
 
 
+def test_the_training_split_evaluation_and_the_ema_warm_flag(small_fmnist, tmp_path):
+    """data.train_eval_split adds train_* metrics after the last step; a 12-step run at EMA decay
+    0.999 is flagged as not warmed up (12 x 0.001 < EMA_WARM_HORIZONS), and collect carries both."""
+    from rsjax.results import EMA_WARM_HORIZONS, collect
+
+    config = tiny_config(small_fmnist, **{"data.train_eval_split": "train[:64]"})
+    metrics = trainer.train_and_evaluate(config, tmp_path)
+    for key in ("train_top1", "train_ema_top1", "train_top5", "train_loss"):
+        assert 0 <= metrics[key] <= (1 if "top" in key else 100), (key, metrics[key])
+    assert metrics["train_top1"] != metrics["top1"] or metrics["train_loss"] != metrics["loss"]
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train_eval"] == [12]
+    record = read_result(tmp_path / "result.json")
+    assert 12 * (1 - config.ema_decay) < EMA_WARM_HORIZONS and record["train"]["ema_warm"] is False
+    row = collect(tmp_path).iloc[0]
+    assert not row["ema_warm"] and row["train_top1"] == pytest.approx(
+        100 * metrics["train_ema_top1"]
+    )
+    assert row["seed"] == 0 and row["replicate_id"] != row["run_id"]
+
+
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
     small_fmnist, tmp_path, manager_calls, monkeypatch
 ):

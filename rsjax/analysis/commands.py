@@ -31,15 +31,18 @@ def plot(args: argparse.Namespace) -> int:
     from rsjax.results import load
 
     df = load(args.results) if args.results else None
+    quality = args.quality
+    if quality == "auto" and args.figure in ("fig4", "table7"):
+        quality = "top1"  # Figure 4 and Table 7 compare final models, as the paper
     if df is None and args.figure in ("fig2", "fig3"):
         raise ValueError(f"{args.figure} needs RESULTS (a results table or run directories).")
     cost = args.cost or ("latency" if df is not None else "tpuv3_latency_ms")
     if args.figure == "fig2":
-        fig = plots.fig2(df)
+        fig = plots.fig2(df, quality=quality)
     elif args.figure == "fig3":
-        fig = plots.fig3(df, cost=cost, quality=args.quality)
+        fig = plots.fig3(df, cost=cost, quality=quality)
     elif args.figure == "fig4":
-        fig = plots.fig4(df, cost=cost, quality=args.quality, paper_overlay=args.paper)
+        fig = plots.fig4(df, cost=cost, quality=quality, paper_overlay=args.paper)
     else:
         table = paper.table7(df, costs={args.cost: args.cost} if args.cost else None)
         fig = plots.table7_figure(table)

@@ -1,8 +1,8 @@
 """The paper's figures from a results table (matplotlib; each returns the Figure, never shows it).
 
-fig2: error against FLOPs, log-log, colour = resolution, marker = depth, with the power-law fit.
+fig2: error against FLOPs, log-log, colour = regime, marker = depth, a power-law fit per regime.
 fig3: one panel per epoch regime, quality against cost, depth- and width-scaling lines per
-      resolution from a common base.
+      resolution from a common base, through model means with their intervals as error bars.
 fig4: cost-quality Pareto curves per family (ResNet-RS against EfficientNet), optionally over the
       paper's Table 7 points.
 table7_figure: the Table 7 view (`rsjax.analysis.paper.table7`) rendered as a table.
@@ -19,11 +19,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from etils import epath
+from matplotlib import ticker
 
 from rsjax.analysis.checks import complete_rows
 from rsjax.analysis.frontier import pareto_frontier
-from rsjax.analysis.power_law import fit_power_law, trend_break
-from rsjax.analysis.scaling import compare_scaling, regimes, scaling_curves
+from rsjax.analysis.power_law import fit_power_law_per_regime
+from rsjax.analysis.scaling import (
+    compare_scaling,
+    epochs_label,
+    regime_quality,
+    regimes,
+    scaling_curves,
+)
 
 MARKERS = "osD^vP*Xh<>p"
 LABELS = {
@@ -32,6 +39,7 @@ LABELS = {
     "v100_latency_s": "V100 latency (s)",
     "flops": "FLOPs per image",
     "top1": "top-1 accuracy (%)",
+    "raw_top1": "raw top-1 accuracy (%)",
     "error": "top-1 error (%)",
 }
 
@@ -46,61 +54,87 @@ def _colors(values) -> dict:
     return {v: cmap(i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
 
 
-def fig2(df: pd.DataFrame, x: str = "flops", y: str = "error", fit: bool = True) -> plt.Figure:
-    """Figure 2: `y` against `x` on log-log axes with the power law of the points below the
-    trend break (all points when no break is detected)."""
-    rows = complete_rows(df, [x, y, "image_resolution", "depth"], "fig2", minimum=1)
+def fig2(
+    df: pd.DataFrame,
+    x: str = "flops",
+    y: str = "error",
+    fit: bool = True,
+    quality: str = "auto",
+) -> plt.Figure:
+    """Figure 2: `y` against `x` on log-log axes, colour = training regime (epochs), marker =
+    depth, with one power law per regime (of its points below a detected trend break) and its
+    exponent's 95% interval in the legend. y="error" is 100 minus each regime's quality
+    (`regime_quality`: EMA top-1 where warmed up, raw top-1 otherwise)."""
+    rows = complete_rows(df, [x, "epochs", "depth"], "fig2", minimum=1)
+    if y == "error":
+        parts = []
+        for _, at in rows.groupby("epochs"):
+            column, _ = regime_quality(at, quality)
+            parts.append(at.assign(error=100.0 - at[column]))
+        rows = pd.concat(parts)
+    rows = complete_rows(rows, [y], "fig2")
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    colors = _colors(rows["image_resolution"].unique())
+    colors = _colors(rows["epochs"].unique())
     markers = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(sorted(rows["depth"].unique()))}
-    for (res, depth), group in rows.groupby(["image_resolution", "depth"]):
-        ax.scatter(group[x], group[y], color=colors[res], marker=markers[depth], s=36)
-    for res, color in colors.items():
-        ax.scatter([], [], color=color, marker="o", label=f"{int(res)} px")
+    for (regime, depth), group in rows.groupby(["epochs", "depth"]):
+        ax.scatter(group[x], group[y], color=colors[regime], marker=markers[depth], s=36)
     for depth, marker in markers.items():
         ax.scatter([], [], color="gray", marker=marker, label=f"depth {int(depth)}")
-    if fit and len(rows) >= 2 and rows[x].nunique() >= 2:
-        brk = trend_break(rows, x, y)
-        fitted = rows[rows[x] < brk.break_x] if brk.detected else rows
-        law = fit_power_law(fitted, x, y)
-        xs = np.geomspace(rows[x].min(), rows[x].max(), 50)
-        ax.plot(xs, law.predict(xs), "k--", lw=1, label=f"fit: exponent {law.exponent:.3f}")
-        if brk.detected:
-            ax.axvline(brk.break_x, color="r", lw=0.8, ls=":", label="trend break")
+    fits = fit_power_law_per_regime(rows, x, y) if fit else {}
+    for regime, color in colors.items():
+        at = rows[rows["epochs"] == regime]
+        label = epochs_label(regime)
+        if regime in fits:
+            law, brk = fits[regime]
+            xs = np.geomspace(at[x].min(), at[x].max(), 50)
+            label += f": exponent {law.exponent_text}"
+            ax.plot(xs, law.predict(xs), "--", color=color, lw=1)
+            if brk.detected:
+                ax.axvline(brk.break_x, color=color, lw=0.8, ls=":")
+                label += f", trend break at {brk.break_x:.3g}"
+        ax.scatter([], [], color=color, marker="o", label=label)
     ax.set(xscale="log", yscale="log", xlabel=_label(x), ylabel=_label(y))
-    ax.set_title("Error against FLOPs (Figure 2)")
-    ax.legend(fontsize=7, ncol=2)
+    for axis in (ax.xaxis, ax.yaxis):  # minor labels (3x10^6, 4x10^6, ...) overlap
+        axis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_title("Error against FLOPs, one power law per regime (Figure 2)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def fig3(
-    df: pd.DataFrame, cost: str = "latency", quality: str = "top1", regime_list=None
+    df: pd.DataFrame, cost: str = "latency", quality: str = "auto", regime_list=None
 ) -> plt.Figure:
     """Figure 3: per regime, depth scaling (solid) and width scaling (dashed) at each resolution
-    (colour); the winner per resolution from `compare_scaling` is named in the legend."""
+    (colour) through the model means, error bars their intervals; the legend names a winner per
+    resolution only where `compare_scaling`'s interval is clear. Each panel's quality is
+    `regime_quality`'s, named in its axis label."""
     found = regimes(complete_rows(df, ["epochs"], "fig3")) if regime_list is None else regime_list
     fig, axes = plt.subplots(1, len(found), figsize=(4.6 * len(found), 4.2), squeeze=False)
     for ax, regime in zip(axes[0], found, strict=True):
-        curves = scaling_curves(df, regime, cost, quality)
+        at = df[np.isclose(df["epochs"].astype(float), float(regime))]
+        column, _ = regime_quality(at, quality)
+        curves = scaling_curves(df, regime, cost, column)
         try:
-            winners = compare_scaling(df, regime, cost, quality).set_index("image_resolution")
+            winners = compare_scaling(df, regime, cost, column).set_index("image_resolution")
         except ValueError:
             winners = None
         colors = _colors(curves["image_resolution"].unique())
         for (res, strategy), curve in curves.groupby(["image_resolution", "strategy"]):
             winner = None if winners is None else winners["winner"].get(res)
             label = f"{int(res)} px {strategy}" + (" (wins)" if winner == strategy else "")
-            ax.plot(
+            ax.errorbar(
                 curve["cost"],
                 curve["quality"],
+                yerr=curve["half_width"].fillna(0.0),
                 ls="-" if strategy == "depth" else "--",
                 marker="o" if strategy == "depth" else "s",
                 color=colors[res],
+                capsize=2,
                 label=label,
             )
-        ax.set(xscale="log", xlabel=_label(cost), ylabel=_label(quality))
-        ax.set_title(f"{regime:g} epochs")
+        ax.set(xscale="log", xlabel=_label(cost), ylabel=_label(column))
+        ax.set_title(epochs_label(regime))
         ax.legend(fontsize=7)
     fig.suptitle("Depth (solid) vs width (dashed) scaling (Figure 3)")
     fig.tight_layout()

@@ -16,18 +16,28 @@ from rsjax.analysis.checks import complete_rows
 
 @dataclasses.dataclass(frozen=True)
 class PowerLawFit:
-    """y = prefactor * x**exponent, fitted on `n` points; `r2` in log-log space."""
+    """y = prefactor * x**exponent, fitted on `n` points; `r2` in log-log space; the exponent's
+    95% t interval [exponent_low, exponent_high] (n - 2 degrees of freedom; NaN for n < 3)."""
 
     exponent: float
     prefactor: float
     r2: float
     n: int
+    exponent_low: float = math.nan
+    exponent_high: float = math.nan
 
     def predict(self, x) -> np.ndarray:
         return self.prefactor * np.asarray(x, dtype=float) ** self.exponent
 
+    @property
+    def exponent_text(self) -> str:
+        """ "-0.123 [-0.150, -0.096]" (the interval left out when unknown)."""
+        if math.isnan(self.exponent_low):
+            return f"{self.exponent:.3f}"
+        return f"{self.exponent:.3f} [{self.exponent_low:.3f}, {self.exponent_high:.3f}]"
+
     def __str__(self) -> str:
-        return f"y = {self.prefactor:.4g} * x^{self.exponent:.4f} (R^2 {self.r2:.3f}, n={self.n})"
+        return f"y = {self.prefactor:.4g} * x^{self.exponent_text} (R^2 {self.r2:.3f}, n={self.n})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +72,18 @@ def _fit_logs(log_x: np.ndarray, log_y: np.ndarray) -> tuple[float, float, float
     return float(slope), float(intercept), float(residuals @ residuals)
 
 
-def _to_fit(slope: float, intercept: float, sse: float, log_y: np.ndarray) -> PowerLawFit:
+def _to_fit(
+    slope: float, intercept: float, sse: float, log_y: np.ndarray, log_x: np.ndarray | None = None
+) -> PowerLawFit:
     total = float(((log_y - log_y.mean()) ** 2).sum())
     r2 = 1.0 - sse / total if total > 0 else 1.0
-    return PowerLawFit(slope, float(10**intercept), r2, len(log_y))
+    low = high = math.nan
+    n = len(log_y)
+    if log_x is not None and n >= 3:
+        se = math.sqrt(sse / (n - 2) / float(((log_x - log_x.mean()) ** 2).sum()))
+        half = float(stats.t.ppf(0.975, n - 2)) * se
+        low, high = slope - half, slope + half
+    return PowerLawFit(slope, float(10**intercept), r2, n, low, high)
 
 
 def _logs(df: pd.DataFrame, x: str, y: str, what: str, minimum: int) -> tuple[np.ndarray, ...]:
@@ -82,7 +100,25 @@ def fit_power_law(df: pd.DataFrame, x: str = "flops", y: str = "error") -> Power
     log_x, log_y = _logs(df, x, y, "fit_power_law", minimum=2)
     if np.ptp(log_x) == 0:
         raise ValueError(f"fit_power_law: every row has the same {x}; nothing to fit.")
-    return _to_fit(*_fit_logs(log_x, log_y), log_y)
+    return _to_fit(*_fit_logs(log_x, log_y), log_y, log_x)
+
+
+def fit_power_law_per_regime(
+    df: pd.DataFrame, x: str = "flops", y: str = "error", regime: str = "epochs"
+) -> dict[float, tuple[PowerLawFit, "TrendBreak"]]:
+    """{regime: (fit, trend break)}: each regime's power law on its own (points trained for
+    different lengths lie on different curves), fitted to its points below a detected
+    `trend_break` (all of them when none is). Regimes with fewer than two distinct `x` are left
+    out."""
+    rows = complete_rows(df, [x, y, regime], "fit_power_law_per_regime")
+    fits = {}
+    for value, group in rows.groupby(regime):
+        if group[x].nunique() < 2:
+            continue
+        brk = trend_break(group, x, y)
+        fitted = group[group[x] < brk.break_x] if brk.detected else group
+        fits[float(value)] = (fit_power_law(fitted, x, y), brk)
+    return fits
 
 
 def trend_break(
@@ -131,8 +167,8 @@ def trend_break(
     return TrendBreak(
         detected=bool(p_value < alpha and excess > 0),
         break_x=float(10 ** log_x[split]),
-        below=_to_fit(*low, log_y[:split]),
-        above=_to_fit(*high, log_y[split:]),
+        below=_to_fit(*low, log_y[:split], log_x[:split]),
+        above=_to_fit(*high, log_y[split:], log_x[split:]),
         excess=excess,
         p_value=p_value,
     )

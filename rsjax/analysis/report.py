@@ -1,99 +1,156 @@
-"""`recommend`: a plain-language report of which axis to scale, computed from a results table."""
+"""`recommend`: a plain-language report of which axis to scale, computed from a results table.
+
+Every claim it prints comes with its interval (`rsjax.analysis.intervals`): an axis is named the
+winner only where the interval of its advantage excludes zero, and "no clear winner" otherwise.
+"""
+
+import math
 
 import numpy as np
 import pandas as pd
 
+from rsjax.analysis import intervals
 from rsjax.analysis.checks import complete_rows
 from rsjax.analysis.frontier import pareto_frontier
-from rsjax.analysis.scaling import AXES, TIE_POINTS, compare_scaling, regimes, resolution_returns
+from rsjax.analysis.scaling import (
+    AXES,
+    compare_scaling,
+    epochs_label,
+    regime_quality,
+    regime_rows,
+    regimes,
+    resolution_steps,
+)
 
 
-def _regime_line(table: pd.DataFrame, regime: float) -> tuple[str, str | None]:
+def _interval(low: float, high: float) -> str:
+    return "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+
+
+def _depth_or_width(table: pd.DataFrame, regime: float) -> tuple[str, str | None]:
     """One line on depth versus width in a regime, and the axis it recommends (or None)."""
-    decided = table[table["winner"].isin(["depth", "width"])]
+    compared = table[table["winner"].notna()]
     per_res = "; ".join(
-        f"{int(r.image_resolution)} px: {r.winner}"
-        + ("" if np.isnan(r.accuracy_gap) else f" ({r.accuracy_gap:+.2f} pts depth-width)")
-        for r in table.itertuples()
-        if pd.notna(r.winner)
+        f"{int(r.image_resolution)} px: {r.accuracy_gap:+.2f}{_interval(r.gap_low, r.gap_high)}"
+        + ("" if r.winner == "unclear" else f" {r.winner}")
+        for r in compared.itertuples()
     )
-    if decided.empty:
-        return f"- {regime:g} epochs: depth and width scaling tie ({per_res}).", None
-    counts = decided["winner"].value_counts()
-    axis = counts.index[0] if len(counts) == 1 or counts.iloc[0] > counts.iloc[1] else None
-    if axis is None:
-        mean_gap = decided["accuracy_gap"].mean()
-        axis = "depth" if mean_gap > 0 else "width"
-        verdict = f"split by resolution; on average scale {axis} ({mean_gap:+.2f} pts)"
+    clear = compared[compared["winner"].isin(["depth", "width"])]
+    axes = sorted(set(clear["winner"]))
+    if compared["gap_low"].isna().all():
+        verdict, axis = "no clear winner (one seed per model: no interval)", None
+    elif not axes:
+        verdict, axis = "no clear winner (every interval includes zero)", None
+    elif len(axes) == 2:
+        verdict, axis = "depends on the resolution (clear winners of both axes)", None
     else:
-        verdict = f"scale {axis} (wins at {counts.iloc[0]} of {len(table)} resolutions)"
-    return f"- {regime:g} epochs: {verdict}. Per resolution at matched cost: {per_res}.", axis
+        axis = axes[0]
+        verdict = f"scale {axis} (clear at {len(clear)} of {len(compared)} resolutions)"
+    label = epochs_label(regime)
+    return f"- {label}: {verdict}. Depth minus width at matched cost: {per_res}.", axis
 
 
-def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "top1") -> str:
+def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "auto") -> str:
     """Which axis to scale in each training regime, from the numbers in `df`.
 
     Depth versus width (Strategy #1) per regime from `compare_scaling`; resolution (Strategy #2)
-    from `resolution_returns` (median over models of the quality gained per doubling of cost,
-    for each resolution step); and the cost-quality frontier of each regime. Regimes that cannot
+    from `resolution_steps` (the change from each resolution to the next, averaged over models,
+    with the change of that change: do returns fall?); and the cost-quality frontier of each
+    regime through model means. Each regime's quality is `regime_quality`'s. Regimes that cannot
     be compared are said so, not skipped silently.
     """
-    rows = complete_rows(df, [*AXES, cost, quality], "recommend")
+    rows = complete_rows(df, [*AXES, cost], "recommend")
     found = regimes(rows)
+    seeds = rows.groupby(list(intervals.MODEL)).size()
     lines = [
-        f"Scaling report: {len(rows)} runs, regimes {', '.join(f'{r:g}' for r in found)} epochs, "
+        f"Scaling report: {len(rows)} runs of {len(seeds)} model points ("
+        + (f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}")
+        + f" seeds each), regimes {', '.join(epochs_label(r) for r in found)}, "
         f"resolutions {', '.join(str(int(r)) for r in sorted(rows['image_resolution'].unique()))}"
-        f" px; quality = {quality}, cost = {cost}.",
+        f" px; cost = {cost}.",
+        f"Intervals: {intervals.LEVEL:.0%} t intervals from the seed-to-seed noise pooled over "
+        "each regime's model points; a winner is named only where its interval excludes zero.",
         "",
-        "Depth or width (Strategy #1):",
+        "Quality compared, per regime:",
     ]
+    chosen = {}
+    for regime in found:
+        at = rows[np.isclose(rows["epochs"].astype(float), regime)]
+        chosen[regime] = regime_quality(at, quality)
+        lines.append(f"- {epochs_label(regime)}: {chosen[regime][1]}")
+
+    lines += ["", "Depth or width (Strategy #1):"]
     axes = {}
     for regime in found:
+        column = chosen[regime][0]
         try:
-            line, axes[regime] = _regime_line(compare_scaling(rows, regime, cost, quality), regime)
+            line, axes[regime] = _depth_or_width(
+                compare_scaling(rows, regime, cost, column), regime
+            )
         except ValueError as e:
-            line = f"- {regime:g} epochs: not comparable ({e})"
+            line = f"- {epochs_label(regime)}: not comparable ({e})"
         lines.append(line)
-    chosen = [(r, a) for r, a in axes.items() if a is not None]
-    if len(chosen) >= 2:
-        if len({a for _, a in chosen}) > 1:
+    clear = [(r, a) for r, a in axes.items() if a is not None]
+    if len(clear) >= 2:
+        if len({a for _, a in clear}) > 1:
             lines.append(
                 "  The better axis depends on the training length: "
-                + ", ".join(f"{a} at {r:g} epochs" for r, a in chosen)
+                + ", ".join(f"{a} at {epochs_label(r)}" for r, a in clear)
                 + "."
             )
         else:
-            lines.append(f"  The same axis ({chosen[0][1]}) wins in every comparable regime.")
+            lines.append(f"  The same axis ({clear[0][1]}) wins in every regime with a winner.")
 
-    lines += ["", "Resolution (Strategy #2):"]
-    try:
-        returns = resolution_returns(rows, cost, quality)
-        for regime, group in returns.groupby("epochs"):
-            steps = group.groupby(["from_resolution", "to_resolution"])["gain_per_doubling"]
-            medians = steps.median().dropna()
-            if medians.empty:
-                lines.append(f"- {regime:g} epochs: the cost barely grows with resolution.")
-                continue
-            text = ", ".join(f"{int(a)}->{int(b)} px {g:+.2f}" for (a, b), g in medians.items())
-            trend = ""
-            if len(medians) >= 2:
-                falling = medians.iloc[-1] < medians.iloc[0] - TIE_POINTS
-                trend = (
-                    " Returns fall as resolution grows: raise it slowly."
-                    if falling
-                    else " Returns do not fall over this range: higher resolution still pays."
-                )
-            lines.append(f"- {regime:g} epochs: pts per 2x {cost}: {text}.{trend}")
-    except ValueError as e:
-        lines.append(f"- not comparable ({e})")
-
-    lines += ["", f"Pareto frontier ({quality} against {cost}):"]
+    lines += ["", "Resolution (Strategy #2), the change to the next resolution (mean over models):"]
     for regime in found:
-        at = rows[np.isclose(rows["epochs"].astype(float), regime)]
-        front = pareto_frontier(at, cost, quality)
-        points = " -> ".join(f"{_label(r)} ({r[quality]:.2f})" for _, r in front.iterrows())
-        lines.append(f"- {regime:g} epochs: {points}")
+        lines.append(_resolution_line(rows, regime, cost, chosen[regime][0]))
+
+    lines += ["", f"Pareto frontier ({cost} against the model means, +- interval half-width):"]
+    for regime in found:
+        column = chosen[regime][0]
+        lines.append(f"- {epochs_label(regime)}: {_frontier_text(rows, regime, cost, column)}")
     return "\n".join(lines)
+
+
+def _resolution_line(rows: pd.DataFrame, regime: float, cost: str, quality: str) -> str:
+    label = epochs_label(regime)
+    try:
+        at = regime_rows(rows, regime, [cost, quality], "recommend")
+        steps = resolution_steps(at, cost, quality)
+    except ValueError as e:
+        return f"- {label}: not comparable ({e})"
+    text = ", ".join(
+        f"{int(s.from_resolution)}->{int(s.to_resolution)} px {s.delta_quality:+.2f} pts"
+        f"{_interval(s.delta_low, s.delta_high)} at {s.cost_ratio:.2f}x {cost}"
+        for s in steps.itertuples()
+    )
+    trend = ""
+    if len(steps) >= 2:
+        last = steps.iloc[-1]
+        change = intervals.Estimate(
+            last["change_from_first"], last["change_low"], last["change_high"]
+        )
+        if not change.excludes_zero:
+            trend = f" No clear change in returns over this range ({change})."
+        elif change.value < 0:
+            trend = f" Returns fall as resolution grows ({change} pts): raise it slowly."
+        else:
+            trend = f" Returns grow with resolution ({change} pts): higher resolution pays."
+    return f"- {label}: {text}.{trend}"
+
+
+def _frontier_text(rows: pd.DataFrame, regime: float, cost: str, quality: str) -> str:
+    at = regime_rows(rows, regime, [cost, quality], "recommend")
+    means = intervals.model_means(at, quality, cost)
+    noise = intervals.pooled_noise(means)
+    means["half_width"] = noise.t_value() * noise.sd / np.sqrt(means["n"])
+    front = pareto_frontier(means, cost, quality)
+    return " -> ".join(
+        f"{_label(r)} ({r[quality]:.2f}"
+        + ("" if math.isnan(r["half_width"]) else f" +- {r['half_width']:.2f}")
+        + ")"
+        for _, r in front.iterrows()
+    )
 
 
 def _label(row: pd.Series) -> str:

@@ -2,18 +2,21 @@
 
 A regime is a number of training epochs (the `epochs` column). Within a regime and resolution
 the common base is the shallowest, narrowest model; the depth-scaling curve keeps its width and
-grows depth, the width-scaling curve keeps its depth and grows width (Figure 3).
+grows depth, the width-scaling curve keeps its depth and grows width (Figure 3). Runs of one model
+point that differ only in their seed are replicates: the curves go through their means, and every
+comparison carries a confidence interval (`rsjax.analysis.intervals`).
 """
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 
+from rsjax.analysis import intervals
 from rsjax.analysis.checks import complete_rows
 
 AXES = ("depth", "width_multiplier", "image_resolution", "epochs")
-TIE_POINTS = 0.05  # accuracy gaps below this many points at matched cost count as a tie
 # A resolution step whose cost grows less than this has no returns per cost (noise would divide).
 MIN_COST_RATIO = 1.05
 
@@ -21,6 +24,33 @@ MIN_COST_RATIO = 1.05
 def regimes(df: pd.DataFrame) -> list[float]:
     """The distinct `epochs` values of `df`, ascending."""
     return sorted(complete_rows(df, ["epochs"], "regimes")["epochs"].unique().tolist())
+
+
+QUALITY_NAMES = {"top1": "EMA top-1", "raw_top1": "raw top-1"}
+
+
+def epochs_label(regime: float) -> str:
+    """ "1 epoch", "0.1 epochs", "3.5 epochs"."""
+    return f"{regime:g} epoch" + ("" if regime == 1 else "s")
+
+
+def regime_quality(rows: pd.DataFrame, quality: str) -> tuple[str, str]:
+    """(column, why) of the quality a regime's runs are compared on.
+
+    quality="auto": EMA top-1 (`top1`, the paper's metric) when every run's EMA is warmed up
+    (`ema_warm`, rule in `rsjax.results.lifecycle.ema_is_warm`), raw top-1 otherwise. Any other
+    value is used as given.
+    """
+    if quality != "auto":
+        return quality, QUALITY_NAMES.get(quality, quality)
+    warm = rows["ema_warm"] if "ema_warm" in rows.columns else pd.Series(dtype=object)
+    warm = warm.map({True: True, False: False, "True": True, "False": False})
+    if warm.isna().all():
+        return "top1", "EMA top-1 (EMA warm-up not recorded)"
+    cold = int((warm == False).sum())  # noqa: E712 (NaN is neither)
+    if cold == 0:
+        return "top1", "EMA top-1 (every run's EMA is warmed up)"
+    return "raw_top1", f"raw top-1 (the EMA is not warmed up in {cold} of {len(rows)} runs)"
 
 
 def regime_rows(df: pd.DataFrame, regime: float, columns, what: str) -> pd.DataFrame:
@@ -41,17 +71,18 @@ def scaling_curves(
     """Tidy points of the depth- and width-scaling curves at each resolution of a regime.
 
     Columns: epochs, image_resolution, strategy ("depth" | "width"), depth, width_multiplier,
-    cost, quality (means over repeated runs of one model), is_base. The base (the regime's
+    cost, quality (means over a model's replicates), n (its replicates), half_width (of the
+    mean's interval, from the regime's pooled seed noise; NaN with one seed per model), model
+    (the point's label, shared by the base's two rows), is_base. The base (the regime's
     shallowest depth at its narrowest width) appears in both; resolutions without a run of it
     are left out.
     """
     rows = regime_rows(df, regime, [cost, quality], "scaling_curves")
-    models = (
-        rows.groupby(["image_resolution", "depth", "width_multiplier"], as_index=False)[
-            [cost, quality]
-        ]
-        .mean()
-        .rename(columns={cost: "cost", quality: "quality"})
+    means = intervals.model_means(rows, quality, cost)
+    noise = intervals.pooled_noise(means)
+    models = means.rename(columns={cost: "cost", quality: "quality"}).assign(
+        model=means.index,
+        half_width=noise.t_value() * noise.sd / np.sqrt(means["n"]),
     )
     curves = []
     base_depth, base_width = models["depth"].min(), models["width_multiplier"].min()
@@ -74,12 +105,14 @@ def scaling_curves(
             f"scaling_curves: the {regime:g}-epoch regime has no run of its base model (depth "
             f"{base_depth:g}, width {base_width:g}) at any resolution; the curves start there."
         )
-    columns = ["epochs", "image_resolution", "strategy", "depth", "width_multiplier"]
-    return pd.concat(curves)[[*columns, "cost", "quality", "is_base"]].reset_index(drop=True)
+    columns = ["epochs", "image_resolution", "strategy", "depth", "width_multiplier", "cost"]
+    columns += ["quality", "n", "half_width", "model", "is_base"]
+    return pd.concat(curves)[columns].reset_index(drop=True)
 
 
 def _gap_at_matched_cost(depth: pd.DataFrame, width: pd.DataFrame) -> float:
-    """Mean (depth - width) quality over the cost range both curves cover (log-cost grid)."""
+    """Mean (depth - width) quality over the cost range both curves cover (log-cost grid); NaN
+    when they cover no common range. Linear in the curves' qualities (costs fixed)."""
     low = max(depth["cost"].min(), width["cost"].min())
     high = min(depth["cost"].max(), width["cost"].max())
     if not high > low:
@@ -101,34 +134,52 @@ def _gain_per_doubling(curve: pd.DataFrame) -> float:
 
 
 def compare_scaling(
-    df: pd.DataFrame, regime: float, cost: str = "latency", quality: str = "top1"
+    df: pd.DataFrame,
+    regime: float,
+    cost: str = "latency",
+    quality: str = "top1",
+    level: float = intervals.LEVEL,
 ) -> pd.DataFrame:
     """Which of depth or width scaling wins on the cost-quality plane, per resolution.
 
-    The winner is the curve with the higher quality at matched cost, averaged over the cost
-    range both curves cover (log-cost interpolation); gaps under `TIE_POINTS` are a tie. A
-    resolution without at least two points on both curves, or whose curves cover no common cost
-    range, has no winner (None).
+    The gap is depth minus width quality at matched cost, averaged over the cost range both
+    curves cover (log-cost interpolation through the model means), with its `level` t interval
+    from the regime's pooled seed noise. The winner is the axis the interval favours; "unclear"
+    when the interval includes zero or cannot be computed (one seed per model). A resolution
+    without two points on both curves over a common cost range has no winner (None).
 
     Returns one row per resolution: epochs, image_resolution, base_depth, base_width,
-    depth_points, width_points, depth_gain and width_gain (quality points per doubling of cost),
-    accuracy_gap (depth minus width at matched cost), winner.
+    depth_points, width_points, seeds (the fewest replicates of its models), depth_gain and
+    width_gain (quality points per doubling of cost), accuracy_gap, gap_low, gap_high, winner.
 
     Raises:
       ValueError: no run in the regime, or no resolution with both curves (e.g. one point).
     """
+    rows = regime_rows(df, regime, [cost, quality], "compare_scaling")
+    noise = intervals.pooled_noise(intervals.model_means(rows, quality, cost))
     curves = scaling_curves(df, regime, cost, quality)
     out = []
     for resolution, at_res in curves.groupby("image_resolution"):
         depth = at_res[at_res["strategy"] == "depth"]
         width = at_res[at_res["strategy"] == "width"]
-        gap = _gap_at_matched_cost(depth, width)
-        if math.isnan(gap):
+        means = at_res.drop_duplicates("model").set_index("model")
+
+        def gap(values, depth=depth, width=width):
+            return _gap_at_matched_cost(
+                depth.assign(quality=depth["model"].map(values)),
+                width.assign(quality=width["model"].map(values)),
+            )
+
+        estimate = intervals.Estimate(math.nan, math.nan, math.nan)
+        if not math.isnan(gap(means["quality"])):
+            weights = intervals.linear_weights(gap, list(means.index))
+            estimate = intervals.contrast(weights, means, "quality", noise, level)
+        if math.isnan(estimate.value):
             winner = None
-        elif abs(gap) < TIE_POINTS:
-            winner = "tie"
+        elif estimate.excludes_zero:
+            winner = "depth" if estimate.value > 0 else "width"
         else:
-            winner = "depth" if gap > 0 else "width"
+            winner = "unclear"
         base = at_res[at_res["is_base"]].iloc[0]
         out.append(
             {
@@ -138,58 +189,69 @@ def compare_scaling(
                 "base_width": base["width_multiplier"],
                 "depth_points": len(depth),
                 "width_points": len(width),
+                "seeds": int(means["n"].min()),
                 "depth_gain": _gain_per_doubling(depth),
                 "width_gain": _gain_per_doubling(width),
-                "accuracy_gap": gap,
+                "accuracy_gap": estimate.value,
+                "gap_low": estimate.low,
+                "gap_high": estimate.high,
                 "winner": winner,
             }
         )
     table = pd.DataFrame(out)
     table["winner"] = pd.Series([row["winner"] for row in out], dtype=object)
     if table["winner"].isna().all():
-        count = len(regime_rows(df, regime, [cost, quality], "compare_scaling"))
         raise ValueError(
-            f"compare_scaling: the {regime:g}-epoch regime has {count} run(s) but no resolution "
-            "with a base, a deeper and a wider model whose costs overlap; depth and width "
-            "scaling cannot be compared."
+            f"compare_scaling: the {regime:g}-epoch regime has {len(rows)} run(s) but no "
+            "resolution with a base, a deeper and a wider model whose costs overlap; depth and "
+            "width scaling cannot be compared."
         )
     return table
 
 
 def resolution_returns(
-    df: pd.DataFrame, cost: str = "latency", quality: str = "top1"
+    df: pd.DataFrame,
+    cost: str = "latency",
+    quality: str = "top1",
+    level: float = intervals.LEVEL,
 ) -> pd.DataFrame:
-    """Marginal quality per unit cost as resolution grows, for every model and regime.
+    """What raising the resolution buys, for every model and regime.
 
     Returns one row per consecutive pair of resolutions of the same (epochs, depth, width):
-    from_resolution, to_resolution, delta_quality (points), cost_ratio, gain_per_doubling
-    (points per 2x cost), gain_per_cost (points per unit of `cost`); both NaN when the cost grew
-    by less than `MIN_COST_RATIO` (a ratio near 1 would turn timing noise into huge returns).
+    from_resolution, to_resolution, delta_quality (points, between the model means) with its
+    `level` interval delta_low and delta_high (the regime's pooled seed noise; NaN with one seed
+    per model), cost_ratio, gain_per_doubling (points per 2x cost) and gain_per_cost (points per
+    unit of `cost`); the two rates are NaN when the cost grew by less than `MIN_COST_RATIO` (a
+    ratio near 1 would turn timing noise into huge rates).
 
     Raises:
       ValueError: no model was run at two or more resolutions.
     """
     rows = complete_rows(df, [*AXES, cost, quality], "resolution_returns")
     keys = ["epochs", "depth", "width_multiplier"]
-    models = rows.groupby([*keys, "image_resolution"], as_index=False)[[cost, quality]].mean()
     out = []
-    for key, group in models.groupby(keys):
-        group = group.sort_values("image_resolution")
-        for (_, a), (_, b) in zip(
-            group.iloc[:-1].iterrows(), group.iloc[1:].iterrows(), strict=True
-        ):
-            ratio = b[cost] / a[cost]
-            delta = b[quality] - a[quality]
+    for _, at_regime in rows.groupby("epochs"):
+        means = intervals.model_means(at_regime, quality, cost)
+        noise = intervals.pooled_noise(means)
+        for key, a, b in _model_steps(means):
+            ratio = means.loc[b, cost] / means.loc[a, cost]
+            delta = intervals.contrast({b: 1.0, a: -1.0}, means, quality, noise, level)
             grew = ratio >= MIN_COST_RATIO
             out.append(
                 {
                     **dict(zip(keys, key, strict=True)),
-                    "from_resolution": a["image_resolution"],
-                    "to_resolution": b["image_resolution"],
-                    "delta_quality": delta,
+                    "from_resolution": means.loc[a, "image_resolution"],
+                    "to_resolution": means.loc[b, "image_resolution"],
+                    "delta_quality": delta.value,
+                    "delta_low": delta.low,
+                    "delta_high": delta.high,
                     "cost_ratio": ratio,
-                    "gain_per_doubling": delta / math.log2(ratio) if grew else math.nan,
-                    "gain_per_cost": delta / (b[cost] - a[cost]) if grew else math.nan,
+                    "gain_per_doubling": delta.value / math.log2(ratio) if grew else math.nan,
+                    "gain_per_cost": (
+                        delta.value / (means.loc[b, cost] - means.loc[a, cost])
+                        if grew
+                        else math.nan
+                    ),
                 }
             )
     if not out:
@@ -198,4 +260,74 @@ def resolution_returns(
             "resolution_returns needs a model (depth, width, epochs) run at two or more "
             f"resolutions; the table has resolutions {resolutions} with no model at more than one."
         )
+    return pd.DataFrame(out)
+
+
+def _model_steps(means: pd.DataFrame):
+    """(model key (epochs, depth, width), label a, label b) for each consecutive pair of
+    resolutions a < b of one model in `intervals.model_means` output."""
+    for key, group in means.groupby(["epochs", "depth", "width_multiplier"]):
+        yield from (
+            (key, a, b) for a, b in itertools.pairwise(group.sort_values("image_resolution").index)
+        )
+
+
+def resolution_steps(
+    df: pd.DataFrame,
+    cost: str = "latency",
+    quality: str = "top1",
+    level: float = intervals.LEVEL,
+) -> pd.DataFrame:
+    """Each resolution step of each regime, averaged over the models run at both resolutions.
+
+    Returns one row per (epochs, from_resolution, to_resolution): models (how many),
+    delta_quality with its `level` interval delta_low / delta_high (the mean over models of
+    their change, points), cost_ratio (geometric mean), and change_from_first with change_low /
+    change_high: this step's mean change minus the regime's first step's (negative: returns
+    fall as resolution grows; NaN for the first step).
+
+    Raises:
+      ValueError: no model was run at two or more resolutions.
+    """
+    rows = complete_rows(df, [*AXES, cost, quality], "resolution_steps")
+    resolution_returns(rows, cost, quality)  # the same error when there is no step
+    out = []
+    for regime, at_regime in rows.groupby("epochs"):
+        means = intervals.model_means(at_regime, quality, cost)
+        noise = intervals.pooled_noise(means)
+        steps: dict[tuple, list[tuple[int, int]]] = {}
+        for _, a, b in _model_steps(means):
+            step = (means.loc[a, "image_resolution"], means.loc[b, "image_resolution"])
+            steps.setdefault(step, []).append((a, b))
+        first = None
+        for (low_res, high_res), pairs in sorted(steps.items()):
+            weights: dict[int, float] = {}
+            for a, b in pairs:
+                weights[b] = weights.get(b, 0.0) + 1.0 / len(pairs)
+                weights[a] = weights.get(a, 0.0) - 1.0 / len(pairs)
+            delta = intervals.contrast(weights, means, quality, noise, level)
+            change = intervals.Estimate(math.nan, math.nan, math.nan)
+            if first is None:
+                first = weights
+            else:
+                difference = dict(weights)
+                for m, w in first.items():
+                    difference[m] = difference.get(m, 0.0) - w
+                change = intervals.contrast(difference, means, quality, noise, level)
+            ratios = [means.loc[b, cost] / means.loc[a, cost] for a, b in pairs]
+            out.append(
+                {
+                    "epochs": regime,
+                    "from_resolution": low_res,
+                    "to_resolution": high_res,
+                    "models": len(pairs),
+                    "delta_quality": delta.value,
+                    "delta_low": delta.low,
+                    "delta_high": delta.high,
+                    "cost_ratio": float(np.exp(np.mean(np.log(ratios)))),
+                    "change_from_first": change.value,
+                    "change_low": change.low,
+                    "change_high": change.high,
+                }
+            )
     return pd.DataFrame(out)

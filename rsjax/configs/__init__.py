@@ -4,7 +4,13 @@ One loader (`load`), one validation (`validate`) and one identity (`run_id`) ser
 point: `rsjax train`, `rsjax profile`, sweep files, workers and launchers.
 """
 
-from rsjax.configs.identity import IDENTITY_KEYS, RESUMABLE_KEYS, content_id, run_id
+from rsjax.configs.identity import (
+    IDENTITY_KEYS,
+    RESUMABLE_KEYS,
+    content_id,
+    replicate_id,
+    run_id,
+)
 from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
 from rsjax.configs.validation import DTYPES, MODEL_FIELDS, build_model, validate
 
@@ -19,6 +25,7 @@ __all__ = [
     "content_id",
     "load",
     "load_file",
+    "replicate_id",
     "run_id",
     "split_flags",
     "validate",

@@ -43,6 +43,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "validation"
     c.data.train_examples = 0  # split sizes; 0 reads them from the tfds metadata
     c.data.eval_examples = 0
+    # A split also evaluated after the last step (eval preprocessing), recorded as train_* metrics:
+    # e.g. "train[:6000]" shows how far a run fits its training data (""/None: none).
+    c.data.train_eval_split = ""
     c.data.num_classes = 1000
     c.data.channels = 3  # image channels (checked against the dataset; used by `rsjax profile`)
     c.data.image_size = 160

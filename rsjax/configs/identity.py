@@ -27,6 +27,7 @@ RESUMABLE_KEYS = frozenset(
         "data.threads",
         "data.autotune",  # deterministic either way: the same batches
         "model.remat",  # recomputes the same values; the state is unchanged
+        "data.train_eval_split",  # one more evaluation at the end; training is unchanged
     }
 )
 
@@ -58,7 +59,16 @@ def run_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
 
     Accepts a ConfigDict or the JSON dict of one (as result.json and config.json hold it).
     """
+    return _id_without(config, IDENTITY_KEYS | RESUMABLE_KEYS | STORAGE_KEYS)
+
+
+def replicate_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
+    """The id shared by the replicates of a run: its `run_id` computed without `seed`, so runs
+    that differ only in their seed have one replicate id (and distinct run ids)."""
+    return _id_without(config, IDENTITY_KEYS | RESUMABLE_KEYS | STORAGE_KEYS | {"seed"})
+
+
+def _id_without(config: ml_collections.ConfigDict | Mapping[str, Any], ignored) -> str:
     tree = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
-    ignored = IDENTITY_KEYS | RESUMABLE_KEYS | STORAGE_KEYS
     flat = flatten_dict(tree, sep=".")
     return content_id({k: v for k, v in flat.items() if k not in ignored})

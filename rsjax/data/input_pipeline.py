@@ -236,14 +236,18 @@ def eval_batches(
     local_batch: int,
     process_index: int = 0,
     process_count: int = 1,
+    split: str | None = None,
 ) -> Iterator[Batch]:
-    """One pass over the eval split: {"images", "labels", "mask"} host batches of fixed size.
+    """One pass over `split` (default: the eval split) with eval preprocessing: {"images",
+    "labels", "mask"} host batches of fixed size.
 
     The last batch is padded (mask 0), and every process yields the same number of batches.
     """
-    largest_share = math.ceil(
-        split_size(builder, data.eval_split, data.eval_examples) / process_count
-    )
+    if split is None:
+        split, examples = data.eval_split, data.eval_examples
+    else:
+        examples = 0  # a sliced split's size comes from the metadata ("train[:6000]")
+    largest_share = math.ceil(split_size(builder, split, examples) / process_count)
     num_batches = math.ceil(largest_share / local_batch)
     preprocess = dict(
         size=data.image_size,
@@ -253,7 +257,7 @@ def eval_batches(
         std=tuple(data.std),
     )
     ds = builder.as_dataset(
-        split=process_split(data.eval_split, process_index, process_count, drop_remainder=False),
+        split=process_split(split, process_index, process_count, drop_remainder=False),
         shuffle_files=False,
         read_config=tfds.ReadConfig(options=_options(data)),
     )

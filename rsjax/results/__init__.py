@@ -4,7 +4,7 @@
 the trainer writes records without importing it.
 """
 
-from rsjax.results.lifecycle import ERROR_LOG, RunRecord
+from rsjax.results.lifecycle import EMA_WARM_HORIZONS, ERROR_LOG, RunRecord, ema_is_warm
 from rsjax.results.schema import (
     SCHEMA_VERSION,
     STATUSES,
@@ -15,12 +15,14 @@ from rsjax.results.schema import (
 )
 
 __all__ = [
+    "EMA_WARM_HORIZONS",
     "ERROR_LOG",
     "SCHEMA_VERSION",
     "STATUSES",
     "CollectSummary",
     "RunRecord",
     "collect",
+    "ema_is_warm",
     "existing_result",
     "load",
     "read_result",

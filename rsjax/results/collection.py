@@ -9,6 +9,10 @@ wins). Records that are corrupt, failed, partial (interrupted: status "running")
 are not rows; they are listed in the summary attached as `df.attrs["summary"]` (a `CollectSummary`),
 whose counts add up to the files read.
 
+Replicates: runs whose configs differ only in `seed` share a `replicate_id` (the analysis averages
+them and derives its intervals from their spread). `ema_warm` says whether the run's EMA (which
+`top1` is, where recorded) was warmed up (`rsjax.results.lifecycle.ema_is_warm`).
+
 Units: top1/top5 in percent (as the paper reports), error = 100 - top1; latency in seconds per
 train step at `batch` images; flops per image (multiply-adds x 2); memory in bytes.
 
@@ -27,8 +31,10 @@ from collections.abc import Iterable
 import pandas as pd
 from etils import epath
 
+from rsjax.configs import replicate_id as config_replicate_id
 from rsjax.configs import run_id as config_run_id
 from rsjax.models.layouts import layer_count
+from rsjax.results.lifecycle import ema_is_warm
 from rsjax.results.schema import RESULT_FILE, read_result
 
 ROW_STATUSES = ("complete",)
@@ -38,6 +44,8 @@ GLOB_CHARS = "*?["
 # Columns every collected table has, in this order (None/NaN where a record lacks the value).
 ANALYSIS_COLUMNS = (
     "run_id",
+    "replicate_id",
+    "seed",
     "name",
     "sweep",
     "status",
@@ -59,7 +67,10 @@ ANALYSIS_COLUMNS = (
     "error",
     "raw_top1",
     "raw_top5",
+    "train_top1",
+    "train_raw_top1",
     "weights",
+    "ema_warm",
     "wall_s",
     "core_hours",
     "device_kind",
@@ -213,8 +224,13 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
     ema = metrics.get("ema_top1") is not None
     top1 = _percent(metrics.get("ema_top1" if ema else "top1"))
     num_epochs = config.get("num_epochs") or 0
+    ema_warm = train.get("ema_warm")
+    if ema_warm is None and train.get("steps") and config.get("ema_decay") is not None:
+        ema_warm = ema_is_warm(config["ema_decay"], train["steps"])  # records before the field
     row = {
         "run_id": record.get("run_id") or config_run_id(config),
+        "replicate_id": config_replicate_id(config),
+        "seed": config.get("seed"),
         "name": record.get("name") or config.get("name"),
         "sweep": record.get("sweep"),
         "status": record["status"],
@@ -236,7 +252,10 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
         "error": None if top1 is None else round(100.0 - top1, 6),
         "raw_top1": _percent(metrics.get("top1")),
         "raw_top5": _percent(metrics.get("top5")),
+        "train_top1": _percent(metrics.get("train_ema_top1" if ema else "train_top1")),
+        "train_raw_top1": _percent(metrics.get("train_top1")),
         "weights": "ema" if ema else "raw",
+        "ema_warm": ema_warm if ema else None,
         "wall_s": train.get("wall_s"),
         "core_hours": train.get("core_hours"),
         "device_kind": profile.get("device_kind"),

@@ -68,9 +68,12 @@ def product(**axes: Iterable[Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
 
 
-def run_name(depth: int, width: float, resolution: int, epochs: float) -> str:
-    """ "d{depth}-w{width}-r{resolution px}-e{epochs}", e.g. "d101-w1.5-r224-e350"."""
-    return f"d{depth}-w{width:g}-r{resolution}-e{epochs:g}"
+def run_name(
+    depth: int, width: float, resolution: int, epochs: float, seed: int | None = None
+) -> str:
+    """ "d{depth}-w{width}-r{resolution px}-e{epochs}", e.g. "d101-w1.5-r224-e350", and
+    "-s{seed}" for a replicate ("d101-w1.5-r224-e350-s1")."""
+    return f"d{depth}-w{width:g}-r{resolution}-e{epochs:g}" + ("" if seed is None else f"-s{seed}")
 
 
 def build_config(run: Run) -> ml_collections.ConfigDict:

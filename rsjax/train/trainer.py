@@ -27,7 +27,7 @@ import rsjax
 from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
 from rsjax.models import ResNetRS, abstract_variables, layouts
-from rsjax.results import RunRecord, existing_result
+from rsjax.results import RunRecord, ema_is_warm, existing_result
 from rsjax.train import checkpoint, programs, sharding
 from rsjax.train.state import TrainState, resolve_layout
 
@@ -192,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             "epochs": plan.total_steps / data.steps_per_epoch,
             "global_batch": config.global_batch_size,
             "steps_per_epoch": data.steps_per_epoch,
+            "ema_warm": ema_is_warm(config.ema_decay, plan.total_steps),
         }
         header["profile"] = {
             "device_kind": jax.devices()[0].device_kind,
@@ -331,6 +332,8 @@ class _Loop:
                     self._log_train(step, pending.flush(), timer)
                 if due(step, plan.eval_every_steps, last):
                     metrics = self._evaluate(state, step)
+                if last and config.data.train_eval_split:
+                    metrics = {**metrics, **self._evaluate(state, step, train_split=True)}
                 if due(step, config.checkpoint_every_steps, last) or preemption.requested:
                     pending.flush()  # never checkpoint a state with a non-finite loss
                     with timer.checkpointing():
@@ -340,6 +343,8 @@ class _Loop:
                     return timer.outcome(step, metrics, preempted=True)
         if not metrics:  # resumed from the final checkpoint: nothing left to train
             metrics = self._evaluate(state, step)
+            if config.data.train_eval_split:
+                metrics.update(self._evaluate(state, step, train_split=True))
         return timer.outcome(step, metrics, preempted=False)
 
     def _log_train(self, step: int, summary: dict[str, float], timer: "_Timer") -> None:
@@ -357,8 +362,11 @@ class _Loop:
                 flush=True,
             )
 
-    def _evaluate(self, state: TrainState, step: int) -> dict[str, float]:
-        """Mean top1/top5/loss (raw and EMA) over the eval split."""
+    def _evaluate(
+        self, state: TrainState, step: int, train_split: bool = False
+    ) -> dict[str, float]:
+        """Mean top1/top5/loss (raw and EMA) over the eval split, or with `train_split` over
+        `data.train_eval_split` (keys prefixed "train_")."""
         from rsjax.data import input_pipeline
 
         totals: dict[str, float] = {}
@@ -368,6 +376,7 @@ class _Loop:
             local_batch=self.config.eval_batch_size // jax.process_count(),
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            split=self.config.data.train_eval_split if train_split else None,
         ):
             sums = self.program.eval_step(
                 state, sharding.global_batch(host_batch, self.program.mesh)
@@ -376,10 +385,14 @@ class _Loop:
                 totals[k] = totals.get(k, 0.0) + float(v)
         count = max(totals.pop("count"), 1.0)
         metrics = {k: v / count for k, v in totals.items()}
-        self.log.write(step, "eval", metrics)
+        if train_split:
+            metrics = {f"train_{k}": v for k, v in metrics.items()}
+        self.log.write(step, "train_eval" if train_split else "eval", metrics)
         if self.progress:
+            prefix = "train_" if train_split else ""
             print(
-                f"eval @ {step}: top1 {metrics['top1']:.4f} | ema_top1 {metrics['ema_top1']:.4f}",
+                f"{prefix}eval @ {step}: top1 {metrics[prefix + 'top1']:.4f} | "
+                f"ema_top1 {metrics[prefix + 'ema_top1']:.4f}",
                 flush=True,
             )
         return metrics
