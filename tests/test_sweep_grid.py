@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from rsjax.configs import apply_overrides, load_file
+from rsjax.configs import apply_overrides, load_file, replicate_id, run_id
+from rsjax.results import ema_is_warm
 from rsjax.sweep import Run, build_config, load_sweep, rules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -361,6 +362,23 @@ def test_sweep_presets(tmp_path):
     }  # fmt: skip
     with pytest.raises(ValueError, match="Unknown fmnist_fig3 preset 'huge'"):
         load_sweep(f"{fig3}:huge")
+    seeds, seeds_demo = load_sweep(f"{fig3}:seeds"), load_sweep(f"{fig3}:seeds_demo")
+    assert len(seeds) == 40 and len(seeds_demo) == 12
+    assert {run.run_id for run in seeds_demo} < {run.run_id for run in seeds}
+    configs = [build_config(run) for run in seeds]
+    assert {c.seed for c in configs} == {0, 1}
+    # Replicates: each model point twice, with one replicate id and two run ids.
+    by_point = {}
+    for run, config in zip(seeds, configs, strict=True):
+        by_point.setdefault(run.name.rsplit("-s", 1)[0], []).append(config)
+    assert len(by_point) == 20 and all(len(c) == 2 for c in by_point.values())
+    for pair in by_point.values():
+        assert len({replicate_id(c) for c in pair}) == 1 and len({run_id(c) for c in pair}) == 2
+    # Every run's EMA is warmed up by the documented rule, the short regime's included.
+    for config in configs:
+        steps = int(config.num_epochs * config.data.train_examples) // config.global_batch_size
+        assert ema_is_warm(config.ema_decay, steps), (config.num_epochs, config.ema_decay)
+        assert config.data.train_eval_split == config.data.train_split == "train[:10000]"
     plain = write_sweep(tmp_path, "def get_sweep():\n    return []\n", "plain")
     with pytest.raises(ValueError, match="takes no preset"):
         load_sweep(f"{plain}:demo")
