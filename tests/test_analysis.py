@@ -314,3 +314,31 @@ def test_speedup_sides_without_costs_and_misaligned_masks():
     assert pairs["ours"].str.startswith("ResNet-RS").all()
     with pytest.raises(ValueError, match="a mask of"):
         analysis.speedup_at_matched_accuracy(df, ours=[True, False], cost="tpuv3_latency_ms")
+
+
+def test_speedups_merge_replicates_and_carry_our_quality_interval():
+    """Three seeds of each model are one model: one pair per model, and with interpolation the
+    speed-up's interval comes from our quality's (their frontier is increasing, so it brackets)."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for family, speed in (("resnet_rs", 1.0), ("efficientnet", 2.0)):
+        for depth in (26, 50, 101, 152):
+            latency = speed * depth / 26
+            for seed in range(3):
+                top1 = 70 + 4 * math.log(depth / 26) + rng.normal(0, 0.2)
+                rows.append(dict(family=family, epochs=1.0, depth=depth, width_multiplier=1.0,
+                                 image_resolution=32, seed=seed, latency=latency, top1=top1,
+                                 name=f"{family}-{depth}-s{seed}"))  # fmt: skip
+    df = pd.DataFrame(rows)
+    pairs = analysis.speedup_at_matched_accuracy(df, method="interpolate")
+    assert len(pairs) == 4  # our four models, not twelve runs
+    inside = pairs[pairs["matched"]]
+    assert len(inside) >= 2
+    assert (inside["ours_quality_low"] < inside["ours_quality"]).all()
+    assert ((inside["speedup"] - 2.0).abs() < 0.5).all()  # their models are 2x slower
+    bracketed = inside.dropna(subset=["speedup_low", "speedup_high"])
+    assert not bracketed.empty
+    assert (bracketed["speedup_low"] <= bracketed["speedup"]).all()
+    assert (bracketed["speedup"] <= bracketed["speedup_high"]).all()
+    nearest = analysis.speedup_at_matched_accuracy(df)
+    assert len(nearest) >= 4 and nearest["ours_quality_low"].notna().all()

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from rsjax.analysis import intervals
 from rsjax.analysis.checks import complete_rows
 
 
@@ -67,14 +68,21 @@ def speedup_at_matched_accuracy(
     with their Pareto frontier's cost at our accuracy, interpolated linearly in log-cost between
     neighbouring frontier points (matched when our accuracy lies within their frontier's range).
 
-    Returns one row per pair: ours, theirs (names), ours_quality, theirs_quality,
-    ours_cost, theirs_cost, speedup, matched.
+    Replicates (rows of one model point, `intervals.MODEL`, that differ in their seed) are one
+    model: its mean quality and cost, with the mean's interval from the seed noise pooled over
+    its family and regime.
+
+    Returns one row per pair: ours, theirs (names), ours_quality with ours_quality_low /
+    ours_quality_high, theirs_quality, ours_cost, theirs_cost, speedup, speedup_low and
+    speedup_high (interpolate: their frontier's cost at the ends of our quality's interval;
+    NaN for nearest pairs or without replicates), matched.
     """
     if method not in ("nearest", "interpolate"):
         raise ValueError(f"method must be 'nearest' or 'interpolate', got {method!r}.")
     rows = complete_rows(df, [cost, quality], "speedup_at_matched_accuracy", minimum=2)
-    ours_rows = _select(df, ours, "ours").loc[lambda x: x.index.isin(rows.index)]
-    theirs_rows = _select(df, theirs, "theirs").loc[lambda x: x.index.isin(rows.index)]
+    rows = _replicate_means(rows, cost, quality)
+    ours_rows = rows.loc[rows.index.intersection(_select(df, ours, "ours").index)]
+    theirs_rows = rows.loc[rows.index.intersection(_select(df, theirs, "theirs").index)]
     for role, side in (("ours", ours_rows), ("theirs", theirs_rows)):
         if side.empty:
             raise ValueError(
@@ -96,11 +104,52 @@ def speedup_at_matched_accuracy(
         frontier = pareto_frontier(theirs_rows, cost, quality)
         q, log_c = frontier[quality].to_numpy(), np.log(frontier[cost].to_numpy(float))
         out = []
+
+        def their_cost_at(value: float) -> float:
+            inside = q.min() <= value <= q.max()
+            return float(np.exp(np.interp(value, q, log_c))) if inside else math.nan
+
         for _, our in ours_rows.iterrows():
-            inside = q.min() <= our[quality] <= q.max()
-            their_cost = float(np.exp(np.interp(our[quality], q, log_c))) if inside else math.nan
-            out.append(_pair(label(our), "frontier", our, None, their_cost, cost, quality, inside))
+            their_cost = their_cost_at(our[quality])
+            pair = _pair(
+                label(our),
+                "frontier",
+                our,
+                None,
+                their_cost,
+                cost,
+                quality,
+                not np.isnan(their_cost),
+            )
+            pair["speedup_low"] = their_cost_at(our["quality_low"]) / our[cost]
+            pair["speedup_high"] = their_cost_at(our["quality_high"]) / our[cost]
+            out.append(pair)
     return pd.DataFrame(out)
+
+
+def _replicate_means(rows: pd.DataFrame, cost: str, quality: str) -> pd.DataFrame:
+    """`rows` with replicates of one model point merged into their first row (mean cost and
+    quality), and quality_low / quality_high: the mean's interval (NaN without replicates or
+    without the model-point columns, as in the paper's tables)."""
+    rows = rows.assign(quality_low=math.nan, quality_high=math.nan)
+    family = ["family"] if "family" in rows.columns else []
+    keys = [*intervals.MODEL, *family]
+    if not set(keys) <= set(rows.columns) or rows[keys].isna().any().any():
+        return rows
+    merged = []
+    for _, group in rows.groupby(["epochs", *family]):
+        means = intervals.model_means(group, quality, cost, keys=keys)
+        noise = intervals.pooled_noise(means)
+        half = noise.t_value() * noise.sd / np.sqrt(means["n"])
+        stats = means[[*keys, quality, cost]].assign(
+            quality_low=means[quality] - half, quality_high=means[quality] + half
+        )
+        firsts = group.drop_duplicates(keys).drop(
+            columns=[quality, cost, "quality_low", "quality_high"]
+        )
+        firsts = firsts.reset_index(names="_row").merge(stats, on=keys, how="left")
+        merged.append(firsts.set_index("_row").rename_axis(None))
+    return pd.concat(merged)
 
 
 def _pair(our_name, their_name, our, their, their_cost, cost, quality, matched) -> dict:
@@ -112,5 +161,9 @@ def _pair(our_name, their_name, our, their, their_cost, cost, quality, matched) 
         "ours_cost": our[cost],
         "theirs_cost": their_cost,
         "speedup": their_cost / our[cost],
+        "speedup_low": math.nan,
+        "speedup_high": math.nan,
+        "ours_quality_low": our.get("quality_low", math.nan),
+        "ours_quality_high": our.get("quality_high", math.nan),
         "matched": bool(matched),
     }

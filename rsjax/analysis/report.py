@@ -65,7 +65,8 @@ def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "auto") ->
     lines = [
         f"Scaling report: {len(rows)} runs of {len(seeds)} model points ("
         + (f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}")
-        + f" seeds each), regimes {', '.join(epochs_label(r) for r in found)}, "
+        + (" seed" if seeds.max() == 1 else " seeds")
+        + f" each), regimes {', '.join(epochs_label(r) for r in found)}, "
         f"resolutions {', '.join(str(int(r)) for r in sorted(rows['image_resolution'].unique()))}"
         f" px; cost = {cost}.",
         f"Intervals: {intervals.LEVEL:.0%} t intervals from the seed-to-seed noise pooled over "
