@@ -139,8 +139,7 @@ def _replicate_means(rows: pd.DataFrame, cost: str, quality: str) -> pd.DataFram
     merged = []
     for _, group in rows.groupby(["epochs", *family]):
         means = intervals.model_means(group, quality, cost, keys=keys)
-        noise = intervals.pooled_noise(means)
-        half = noise.t_value() * noise.sd / np.sqrt(means["n"])
+        half = intervals.pooled_noise(means).half_width(means["n"])
         stats = means[[*keys, quality, cost]].assign(
             quality_low=means[quality] - half, quality_high=means[quality] + half
         )

@@ -38,6 +38,11 @@ class Noise:
     def t_value(self, level: float = LEVEL) -> float:
         return float(stats.t.ppf(0.5 + level / 2, self.dof)) if self.dof > 0 else math.nan
 
+    def half_width(self, n, level: float = LEVEL):
+        """Half-width of the `level` interval of a mean over `n` replicates (n may be an array
+        or Series; NaN without a noise estimate)."""
+        return self.t_value(level) * self.sd / np.sqrt(n)
+
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:

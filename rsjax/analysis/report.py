@@ -6,7 +6,6 @@ winner only where the interval of its advantage excludes zero, and "no clear win
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from rsjax.analysis import intervals
@@ -76,8 +75,7 @@ def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "auto") ->
     ]
     chosen = {}
     for regime in found:
-        at = rows[np.isclose(rows["epochs"].astype(float), regime)]
-        chosen[regime] = regime_quality(at, quality)
+        chosen[regime] = regime_quality(regime_rows(rows, regime, [], "recommend"), quality)
         lines.append(f"- {epochs_label(regime)}: {chosen[regime][1]}")
 
     lines += ["", "Depth or width (Strategy #1):"]
@@ -143,8 +141,7 @@ def _resolution_line(rows: pd.DataFrame, regime: float, cost: str, quality: str)
 def _frontier_text(rows: pd.DataFrame, regime: float, cost: str, quality: str) -> str:
     at = regime_rows(rows, regime, [cost, quality], "recommend")
     means = intervals.model_means(at, quality, cost)
-    noise = intervals.pooled_noise(means)
-    means["half_width"] = noise.t_value() * noise.sd / np.sqrt(means["n"])
+    means["half_width"] = intervals.pooled_noise(means).half_width(means["n"])
     front = pareto_frontier(means, cost, quality)
     return " -> ".join(
         f"{_label(r)} ({r[quality]:.2f}"

@@ -77,12 +77,19 @@ def scaling_curves(
     shallowest depth at its narrowest width) appears in both; resolutions without a run of it
     are left out.
     """
-    rows = regime_rows(df, regime, [cost, quality], "scaling_curves")
+    return _curves_and_noise(df, regime, cost, quality, "scaling_curves")[0]
+
+
+def _curves_and_noise(
+    df: pd.DataFrame, regime: float, cost: str, quality: str, what: str
+) -> tuple[pd.DataFrame, intervals.Noise]:
+    """`scaling_curves`'s table and the regime's pooled seed noise, from one pass over the rows
+    (`what` names the caller in errors)."""
+    rows = regime_rows(df, regime, [cost, quality], what)
     means = intervals.model_means(rows, quality, cost)
     noise = intervals.pooled_noise(means)
     models = means.rename(columns={cost: "cost", quality: "quality"}).assign(
-        model=means.index,
-        half_width=noise.t_value() * noise.sd / np.sqrt(means["n"]),
+        model=means.index, half_width=noise.half_width(means["n"])
     )
     curves = []
     base_depth, base_width = models["depth"].min(), models["width_multiplier"].min()
@@ -107,7 +114,7 @@ def scaling_curves(
         )
     columns = ["epochs", "image_resolution", "strategy", "depth", "width_multiplier", "cost"]
     columns += ["quality", "n", "half_width", "model", "is_base"]
-    return pd.concat(curves)[columns].reset_index(drop=True)
+    return pd.concat(curves)[columns].reset_index(drop=True), noise
 
 
 def _gap_at_matched_cost(depth: pd.DataFrame, width: pd.DataFrame) -> float:
@@ -155,9 +162,7 @@ def compare_scaling(
     Raises:
       ValueError: no run in the regime, or no resolution with both curves (e.g. one point).
     """
-    rows = regime_rows(df, regime, [cost, quality], "compare_scaling")
-    noise = intervals.pooled_noise(intervals.model_means(rows, quality, cost))
-    curves = scaling_curves(df, regime, cost, quality)
+    curves, noise = _curves_and_noise(df, regime, cost, quality, "compare_scaling")
     out = []
     for resolution, at_res in curves.groupby("image_resolution"):
         depth = at_res[at_res["strategy"] == "depth"]
@@ -201,8 +206,9 @@ def compare_scaling(
     table = pd.DataFrame(out)
     table["winner"] = pd.Series([row["winner"] for row in out], dtype=object)
     if table["winner"].isna().all():
+        runs = len(regime_rows(df, regime, [cost, quality], "compare_scaling"))
         raise ValueError(
-            f"compare_scaling: the {regime:g}-epoch regime has {len(rows)} run(s) but no "
+            f"compare_scaling: the {regime:g}-epoch regime has {runs} run(s) but no "
             "resolution with a base, a deeper and a wider model whose costs overlap; depth and "
             "width scaling cannot be compared."
         )
@@ -255,12 +261,16 @@ def resolution_returns(
                 }
             )
     if not out:
-        resolutions = sorted(rows["image_resolution"].unique().tolist())
-        raise ValueError(
-            "resolution_returns needs a model (depth, width, epochs) run at two or more "
-            f"resolutions; the table has resolutions {resolutions} with no model at more than one."
-        )
+        raise _no_resolution_steps(rows)
     return pd.DataFrame(out)
+
+
+def _no_resolution_steps(rows: pd.DataFrame) -> ValueError:
+    resolutions = sorted(rows["image_resolution"].unique().tolist())
+    return ValueError(
+        "resolution_returns needs a model (depth, width, epochs) run at two or more "
+        f"resolutions; the table has resolutions {resolutions} with no model at more than one."
+    )
 
 
 def _model_steps(means: pd.DataFrame):
@@ -290,7 +300,6 @@ def resolution_steps(
       ValueError: no model was run at two or more resolutions.
     """
     rows = complete_rows(df, [*AXES, cost, quality], "resolution_steps")
-    resolution_returns(rows, cost, quality)  # the same error when there is no step
     out = []
     for regime, at_regime in rows.groupby("epochs"):
         means = intervals.model_means(at_regime, quality, cost)
@@ -330,4 +339,6 @@ def resolution_steps(
                     "change_high": change.high,
                 }
             )
+    if not out:
+        raise _no_resolution_steps(rows)
     return pd.DataFrame(out)

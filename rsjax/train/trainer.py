@@ -332,8 +332,6 @@ class _Loop:
                     self._log_train(step, pending.flush(), timer)
                 if due(step, plan.eval_every_steps, last):
                     metrics = self._evaluate(state, step)
-                if last and config.data.train_eval_split:
-                    metrics = {**metrics, **self._evaluate(state, step, train_split=True)}
                 if due(step, config.checkpoint_every_steps, last) or preemption.requested:
                     pending.flush()  # never checkpoint a state with a non-finite loss
                     with timer.checkpointing():
@@ -343,8 +341,8 @@ class _Loop:
                     return timer.outcome(step, metrics, preempted=True)
         if not metrics:  # resumed from the final checkpoint: nothing left to train
             metrics = self._evaluate(state, step)
-            if config.data.train_eval_split:
-                metrics.update(self._evaluate(state, step, train_split=True))
+        if config.data.train_eval_split:
+            metrics = {**metrics, **self._evaluate(state, step, train_split=True)}
         return timer.outcome(step, metrics, preempted=False)
 
     def _log_train(self, step: int, summary: dict[str, float], timer: "_Timer") -> None:
