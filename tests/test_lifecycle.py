@@ -1,6 +1,7 @@
 """Every way a run ends is in its record; an unreadable newest checkpoint is survived."""
 
 import json
+import logging
 import pathlib
 
 import numpy as np
@@ -123,6 +124,17 @@ def test_a_record_write_that_fails_is_one_line_on_stderr(tmp_path, capsys, monke
     assert len(err) == 1 and "No space left on device" in err[0]
 
 
+@pytest.mark.parametrize("failed", [True, False])
+def test_a_restore_attempt_holds_asyncio_records_and_drops_them_only_if_it_failed(failed, caplog):
+    caplog.set_level("ERROR")
+    with checkpoint._quiet_stderr(grace_s=0.0) as outcome:
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+        assert not caplog.records  # held while the attempt runs
+        if failed:
+            outcome["failed"] = "ValueError: torn"
+    assert [r.name for r in caplog.records] == ([] if failed else ["asyncio"])
+
+
 @pytest.mark.slow
 def test_newest_unreadable_checkpoint_falls_back_and_resumes_bit_identically(
     small_fmnist, tmp_path, caplog
@@ -138,10 +150,13 @@ def test_newest_unreadable_checkpoint_falls_back_and_resumes_bit_identically(
     torn = truncate_largest_file(damaged / "checkpoints" / "12")
     caplog.set_level("WARNING")
     trainer.train_and_evaluate(config, damaged)
-    warnings = [r for r in caplog.records if "unreadable" in r.getMessage()]
-    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-    assert "checkpoint 12" in warnings[0].getMessage()
-    assert "resuming from step 8" in warnings[0].getMessage()
+    messages = [r.getMessage() for r in caplog.records]
+    warnings = [m for m in messages if m.startswith("checkpoint 12 in ") and "is unreadable" in m]
+    assert len(warnings) == 1, messages
+    # The failed restore's abandoned reads ("Task exception was never retrieved") stay quiet.
+    assert not [r for r in caplog.records if r.name == "asyncio"], messages
+    assert "checkpoint 12" in warnings[0]
+    assert "resuming from step 8" in warnings[0]
     moved = damaged / checkpoint.UNREADABLE_DIR / "12"
     assert (moved / torn.relative_to(damaged / "checkpoints" / "12")).exists()  # kept, not deleted
     final = read_result(damaged / "result.json")

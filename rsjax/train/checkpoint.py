@@ -11,6 +11,7 @@ than in `rsjax.configs.RESUMABLE_KEYS`, which do not change the result) is refus
 import contextlib
 import gc
 import json
+import logging as std_logging
 import os
 import sys
 import tempfile
@@ -81,18 +82,21 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, i
 
 @contextlib.contextmanager
 def _quiet_stderr(grace_s: float = 0.5) -> Iterator[dict[str, str]]:
-    """Holds stderr (the file descriptor, so C++ threads too) and unraisable-exception reports
-    for one restore attempt. Set "failed" in the yielded dict when the attempt failed: its echoes
-    are dropped after `grace_s` (when one array of a damaged checkpoint fails to read, Orbax
-    abandons the other reads, "Exception ignored in ...", and TensorStore's late callbacks find
-    its event loop closed, each printing a traceback); `restore` reports the error in one line.
-    After an attempt that succeeded, whatever it printed is printed as usual."""
+    """Holds stderr (the file descriptor, so C++ threads too), unraisable-exception reports and
+    the asyncio logger's records for one restore attempt. Set "failed" in the yielded dict when
+    the attempt failed: its echoes are dropped after `grace_s` (when one array of a damaged
+    checkpoint fails to read, Orbax abandons the other reads, "Exception ignored in ..." and
+    "Task exception was never retrieved", and TensorStore's late callbacks find its event loop
+    closed, each printing a traceback); `restore` reports the error in one line. After an
+    attempt that succeeded, whatever it printed is printed as usual."""
     outcome: dict[str, str] = {}
     sys.stderr.flush()
     saved_fd, hook = os.dup(2), sys.unraisablehook
+    asyncio_logger, held_records = std_logging.getLogger("asyncio"), _HeldRecords()
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         sys.unraisablehook = lambda unraisable: None
+        asyncio_logger.addFilter(held_records)
         try:
             yield outcome
         finally:
@@ -104,9 +108,25 @@ def _quiet_stderr(grace_s: float = 0.5) -> Iterator[dict[str, str]]:
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             sys.unraisablehook = hook
+            asyncio_logger.removeFilter(held_records)
             if "failed" not in outcome:
                 held.seek(0)
                 sys.stderr.write(held.read().decode(errors="replace"))
+                for record in held_records.records:
+                    asyncio_logger.handle(record)
+
+
+class _HeldRecords(std_logging.Filter):
+    """Holds back the records of a logger ("Task exception was never retrieved", which asyncio
+    logs when the abandoned reads of a failed restore are collected) instead of emitting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[std_logging.LogRecord] = []
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
 
 
 def _move_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
