@@ -216,6 +216,22 @@ def test_the_report_says_which_quality_each_regime_uses():
     assert analysis.regime_quality(df[df["epochs"] == 0.1], "top1")[0] == "top1"  # as asked
 
 
+def test_the_report_gives_train_minus_test_per_regime_with_its_interval():
+    """Train accuracy a known 0.5 (short) and 8 (long) points above test, plus seed noise: the
+    report's interval of each regime's gap covers the truth; no train column is said so."""
+    df = synthetic_grid(noise=0.2)
+    rng = np.random.default_rng(4)
+    truth = np.where(df["epochs"] == 3.5, 8.0, 0.5)
+    df["train_top1"] = df["top1"] + truth + rng.normal(0, 0.2, len(df))
+    report = analysis.recommend(df)
+    for label, gap in (("0.1 epochs", 0.5), ("3.5 epochs", 8.0)):
+        line = next(x for x in report.splitlines() if x.startswith(f"- {label}: train "))
+        low, high = map(float, re.search(r"\[([-+.\d]+), ([-+.\d]+)\] pts over 27", line).groups())
+        assert low <= gap <= high < gap + 0.5, line
+    without = analysis.recommend(synthetic_grid())
+    assert "- 3.5 epochs: no train accuracy in the table" in without
+
+
 def test_per_regime_power_laws_recover_each_exponent():
     """Three regimes on three power laws: each exponent within 10%, the legend names each."""
     rng = np.random.default_rng(3)

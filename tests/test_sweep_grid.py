@@ -353,18 +353,16 @@ def test_loader_errors_are_clear(tmp_path):
 def test_sweep_presets(tmp_path):
     fig3 = ROOT / "sweeps" / "fmnist_fig3.py"
     full, demo = load_sweep(fig3), load_sweep(f"{fig3}:demo")
-    assert len(full) == 36 and len(demo) == 12
+    assert len(full) == 40 and len(demo) == 12
     assert {run.sweep for run in demo} == {"fmnist_fig3:demo"}
     # The same model trained the same way has the same id: the demo is a subset of the study.
     assert {run.run_id for run in demo} < {run.run_id for run in full}
     assert {run.name.split("-")[0] + "-" + run.name.split("-")[1] for run in demo} == {
-        "d26-w0.125", "d50-w0.125", "d26-w0.25"
+        "d26-w0.125", "d38-w0.125", "d26-w0.1875"
     }  # fmt: skip
     with pytest.raises(ValueError, match="Unknown fmnist_fig3 preset 'huge'"):
         load_sweep(f"{fig3}:huge")
-    seeds, seeds_demo = load_sweep(f"{fig3}:seeds"), load_sweep(f"{fig3}:seeds_demo")
-    assert len(seeds) == 40 and len(seeds_demo) == 12
-    assert {run.run_id for run in seeds_demo} < {run.run_id for run in seeds}
+    seeds = full
     configs = [build_config(run) for run in seeds]
     assert {c.seed for c in configs} == {0, 1}
     # Replicates: each model point twice, with one replicate id and two run ids.

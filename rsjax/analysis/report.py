@@ -104,6 +104,10 @@ def recommend(df: pd.DataFrame, cost: str = "latency", quality: str = "auto") ->
     for regime in found:
         lines.append(_resolution_line(rows, regime, cost, chosen[regime][0]))
 
+    lines += ["", "Fit: train minus test accuracy (mean over model points; overfitting grows it):"]
+    for regime in found:
+        lines.append(_fit_line(rows, regime, chosen[regime][0]))
+
     lines += ["", f"Pareto frontier ({cost} against the model means, +- interval half-width):"]
     for regime in found:
         column = chosen[regime][0]
@@ -136,6 +140,28 @@ def _resolution_line(rows: pd.DataFrame, regime: float, cost: str, quality: str)
         else:
             trend = f" Returns grow with resolution ({change} pts): higher resolution pays."
     return f"- {label}: {text}.{trend}"
+
+
+TRAIN_QUALITY = {"top1": "train_top1", "raw_top1": "train_raw_top1"}
+
+
+def _fit_line(rows: pd.DataFrame, regime: float, quality: str) -> str:
+    """Train and test accuracy of a regime's runs (same weights, EMA or raw, as `quality`), and
+    their difference with its interval: the mean over model points of each point's mean gap."""
+    label, train = epochs_label(regime), TRAIN_QUALITY.get(quality)
+    at = regime_rows(rows, regime, [quality], "recommend")
+    if train is None or train not in at.columns or at[train].isna().all():
+        return f"- {label}: no train accuracy in the table (the runs had no train_eval_split)."
+    at = at[at[train].notna()].assign(gap=lambda t: t[train] - t[quality])
+    means = intervals.model_means(at, "gap").set_index(list(intervals.MODEL))
+    weights = {m: 1.0 / len(means) for m in means.index}
+    gap = intervals.contrast(weights, means, "gap", intervals.pooled_noise(means.reset_index()))
+    widest = means["gap"].idxmax()
+    return (
+        f"- {label}: train {at[train].mean():.2f}%, test {at[quality].mean():.2f}%; train minus "
+        f"test {gap} pts over {len(means)} model points (largest {means['gap'].max():+.2f} at "
+        f"d{int(widest[1])}-w{widest[2]:g}-r{int(widest[3])})."
+    )
 
 
 def _frontier_text(rows: pd.DataFrame, regime: float, cost: str, quality: str) -> str:
