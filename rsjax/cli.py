@@ -53,7 +53,17 @@ Flags:
   --config.KEY=VALUE       override one config value (e.g. --config.num_epochs=2)
   --workdir DIR            checkpoints, metrics.jsonl, TensorBoard events and result.json
                            (a local path or gs:// URL)
-  --jax_distributed        call jax.distributed.initialize() first (multi-host TPU pods)
+  --jax_distributed        join a multi-process run first (jax.distributed.initialize): the
+                           cluster is auto-detected on Cloud TPU slices, or named by
+  --coordinator_address HOST:PORT  process 0's address,
+  --num_processes N        the number of processes and
+  --process_id I           this process's id (0 .. N-1); the three go together
+  --heartbeat_timeout_s S  a peer silent this long is dead and the run exits (default 100)
+
+  Two processes with two CPU devices each, on one machine:
+    for i in 0 1; do XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+      rsjax train --config fashion_mnist:tiny --workdir /tmp/mh --jax_distributed \
+      --coordinator_address 127.0.0.1:12357 --num_processes 2 --process_id $i & done; wait
 """
 
 
@@ -91,15 +101,24 @@ def _train(argv: Sequence[str]) -> int:
     parser = _flag_parser("rsjax train")
     parser.add_argument("--workdir")
     parser.add_argument("--jax_distributed", action="store_true")
+    parser.add_argument("--coordinator_address")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
+    parser.add_argument("--heartbeat_timeout_s", type=int, default=100)
     args = _parse_flags(parser, rest)
     workdir = args.workdir
     if spec is None or not workdir:
         raise UsageError("--config and --workdir are required (see --help)")
+    from rsjax.train import distributed
+
+    cluster = distributed.Cluster(
+        args.coordinator_address, args.num_processes, args.process_id, args.heartbeat_timeout_s
+    ).check()
+    if cluster.num_processes is not None and not args.jax_distributed:
+        raise UsageError("--coordinator_address and its flags need --jax_distributed")
     config = configs.validate(configs.load(spec, overrides, as_text=True))
     if args.jax_distributed:
-        import jax
-
-        jax.distributed.initialize()
+        distributed.initialize(cluster)
     from rsjax.train import train_and_evaluate
 
     try:

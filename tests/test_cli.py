@@ -58,6 +58,16 @@ def test_bad_train_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "config key 'seed' wants an int" in one_error_line(capsys)
     assert cli.main(["train", "--config", "fashion_mnist", "--bogus", *workdir]) == 2
     assert "unknown argument '--bogus'" in one_error_line(capsys)
+    cluster = ["--coordinator_address", "127.0.0.1:1234", "--num_processes", "2"]
+    for flags, message in [
+        (["--jax_distributed", *cluster], "go together"),
+        (["--jax_distributed", *cluster, "--process_id", "2"], "--process_id must be in [0, 2)"),
+        ([*cluster, "--process_id", "1"], "need --jax_distributed"),
+        (["--jax_distributed", "--coordinator_address", "nohost", "--num_processes", "1",
+          "--process_id", "0"], "must be HOST:PORT"),
+    ]:  # fmt: skip
+        assert cli.main(["train", "--config", "fashion_mnist", *flags, *workdir]) == 2
+        assert message in one_error_line(capsys)
     assert not (tmp_path / "w").exists()  # nothing was written for bad input
 
 

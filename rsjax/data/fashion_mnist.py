@@ -8,6 +8,7 @@ tf.data code as ImageNet. The prepared dataset (28x28x1 uint8 images, 10 classes
 
 import gzip
 import pathlib
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -82,12 +83,33 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image, "label": int(label)}
 
 
-def prepare(data_dir: str | None, manual_dir: str | pathlib.Path = DEFAULT_DIR):
-    """The prepared builder, converting the Debian files on first use (about half a minute)."""
+def prepare(
+    data_dir: str | None,
+    manual_dir: str | pathlib.Path = DEFAULT_DIR,
+    converter: bool = True,
+    wait_s: float = 900.0,
+):
+    """The prepared builder, converting the Debian files on first use (about half a minute).
+
+    In a multi-process run one process converts (`converter`); the others (converter=False) wait
+    up to `wait_s` seconds for its dataset to appear in `data_dir` instead of writing it too.
+    """
     builder = FashionMnistDebian(data_dir=data_dir)
-    if not builder.is_prepared():
-        check_files(manual_dir)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-        )
+    if builder.is_prepared():
+        return builder
+    if not converter:
+        deadline = time.monotonic() + wait_s
+        while not builder.is_prepared():
+            if time.monotonic() > deadline:
+                raise FileNotFoundError(
+                    f"{builder.name} was not prepared in {data_dir} within {wait_s:.0f} s by the "
+                    "converting process"
+                )
+            time.sleep(1.0)
+            builder = FashionMnistDebian(data_dir=data_dir)
+        return builder
+    check_files(manual_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+    )
     return builder

@@ -36,13 +36,17 @@ FASHION_MNIST = "fashion_mnist"
 Batch = dict[str, np.ndarray]
 
 
-def get_builder(data: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+def get_builder(
+    data: ml_collections.ConfigDict, converter: bool = True
+) -> tfds.core.DatasetBuilder:
     """The tfds builder of `data.name` ('fashion_mnist' reads the Debian files; else any tfds name).
 
-    Raises ValueError for an unknown dataset name, FileNotFoundError for missing local files.
+    `converter`: this process may write the Fashion-MNIST conversion (False: wait for the one
+    that does; in a multi-process run that is process 0). Raises ValueError for an unknown
+    dataset name, FileNotFoundError for missing local files.
     """
     if data.name == FASHION_MNIST:
-        return fashion_mnist.prepare(data.data_dir, data.manual_dir)
+        return fashion_mnist.prepare(data.data_dir, data.manual_dir, converter=converter)
     try:
         return tfds.builder(data.name, data_dir=data.data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:

@@ -14,6 +14,7 @@ import os
 import signal
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +60,7 @@ def prepare_workdir(workdir: str | os.PathLike) -> epath.Path:
         path = path.resolve()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".rsjax_write_test"
+        probe = path / f".rsjax_write_test.{uuid.uuid4().hex}"  # one per process of a run
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -129,7 +130,7 @@ def _open_dataset(config: ml_collections.ConfigDict) -> _Dataset:
     from rsjax.data import input_pipeline  # TensorFlow is imported only now
 
     try:
-        builder = input_pipeline.get_builder(config.data)
+        builder = input_pipeline.get_builder(config.data, converter=jax.process_index() == 0)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     info_classes = builder.info.features["label"].num_classes
@@ -197,6 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         header["profile"] = {
             "device_kind": jax.devices()[0].device_kind,
             "num_devices": jax.device_count(),
+            "num_processes": jax.process_count(),
         }
         run = RunRecord.start(workdir, header, enabled=is_main)
         try:

@@ -1,0 +1,145 @@
+"""Multi-process runs on this machine: `rsjax train --jax_distributed` as 2 processes x 2 CPU
+devices (gloo collectives), the way every worker of a TPU slice runs it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rsjax.results import read_result
+from tests.test_train import REPO, config_flags
+
+PROCESSES, DEVICES = 2, 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(flags: list[str], workdir, port: int, heartbeat_s: int = 100) -> list[subprocess.Popen]:
+    """One `rsjax train` process per id, all on `workdir`, joined through 127.0.0.1:`port`, the
+    batch sharded over all 4 devices (the eval batch too: 20, a divisor of the 100 test images)."""
+    flags = [f for f in flags if not f.startswith(("--config.mesh.data=", "--config.eval_batch"))]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+    }
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rsjax.cli",
+                "train",
+                *flags,
+                "--workdir",
+                str(workdir),
+                "--config.mesh.data=-1",
+                "--config.eval_batch_size=20",
+                "--jax_distributed",
+                "--coordinator_address",
+                f"127.0.0.1:{port}",
+                "--num_processes",
+                str(PROCESSES),
+                "--process_id",
+                str(i),
+                "--heartbeat_timeout_s",
+                str(heartbeat_s),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(PROCESSES)
+    ]
+
+
+def final_params(workdir) -> list[np.ndarray]:
+    """The newest checkpoint's arrays, restored onto this (one-process) test's first device
+    whatever topology saved them."""
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints", item_handlers=ocp.StandardCheckpointHandler()
+    )
+    step, device = manager.latest_step(), jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        manager.item_metadata(step),
+    )
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    return [np.asarray(x) for x in jax.tree.leaves(restored)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert codes == [0] * len(procs), [f"process {i}: {o[-2000:]}" for i, o in enumerate(outs)]
+    return outs
+
+
+@pytest.mark.slow
+def test_two_processes_train_together_and_only_process_0_writes(small_fmnist, tmp_path):
+    flags = config_flags(small_fmnist, steps=12, checkpoint_every=4)
+    finish(launch(flags, tmp_path, free_port()))
+    record = read_result(tmp_path / "result.json")
+    assert record["status"] == "complete"
+    assert record["profile"]["num_processes"] == PROCESSES
+    assert record["profile"]["num_devices"] == PROCESSES * DEVICES
+    # One writer: every logged train step appears once in metrics.jsonl.
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [x["step"] for x in lines if x.get("kind") == "train"]
+    assert train_steps and len(train_steps) == len(set(train_steps)), train_steps
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "12", "4", "8"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_its_peer_and_a_relaunch_resumes_bit_identically(
+    small_fmnist, tmp_path
+):
+    """SIGKILL of process 1 after the first checkpoint: process 0 exits non-zero within the
+    heartbeat bound instead of hanging; relaunching both resumes and matches a run that was
+    never interrupted, bit for bit."""
+    heartbeat_s, bound_s = 10, 120
+    flags = config_flags(small_fmnist, steps=40, checkpoint_every=4)
+    finish(launch(flags, tmp_path / "straight", free_port(), heartbeat_s))
+
+    killed = tmp_path / "killed"
+    procs = launch(flags, killed, free_port(), heartbeat_s)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "4").exists():
+        assert all(p.poll() is None for p in procs), [p.stdout.read()[-2000:] for p in procs]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    try:
+        out = procs[0].communicate(timeout=bound_s)[0]
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        pytest.fail(f"process 0 still running {bound_s} s after its peer was killed")
+    waited = time.time() - killed_at
+    procs[1].wait()
+    assert procs[0].returncode != 0, out[-3000:]
+    print(f"process 0 exited {procs[0].returncode} {waited:.1f} s after its peer's SIGKILL")
+
+    outs = finish(launch(flags, killed, free_port(), heartbeat_s))
+    assert "resumed from step" in outs[0], outs[0][-3000:]
+    assert read_result(killed / "result.json")["train"]["resumed_from_step"] > 0
+    a, b = final_params(tmp_path / "straight"), final_params(killed)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x == y).all()
