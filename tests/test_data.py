@@ -61,6 +61,43 @@ def test_train_batches_are_deterministic_and_resume_exactly(small_fmnist):
     assert not np.array_equal(full[0]["labels"], full[8]["labels"])  # epochs differ in order
 
 
+@pytest.mark.parametrize("shards", [2, 4])
+def test_with_fixed_input_shards_the_processes_batches_make_the_one_process_batch(
+    small_fmnist, shards
+):
+    """data.input_shards fixed: the 2 processes' host batches, concatenated in process order,
+    are the 1-process batch at every step (across the epoch boundary at step 8, and resumed
+    mid-epoch), with augmentation on; one shard per process (0) is another order."""
+    data = fmnist_data(small_fmnist, input_shards=shards)
+    builder = input_pipeline.get_builder(data)
+    one = take(input_pipeline.train_batches(builder, data, seed=3, local_batch=32), 12)
+    parts = [
+        take(input_pipeline.train_batches(builder, data, seed=3, local_batch=16,
+                                          process_index=i, process_count=2), 12)
+        for i in range(2)
+    ]  # fmt: skip
+    resumed = [
+        take(input_pipeline.train_batches(builder, data, seed=3, local_batch=16, start_step=5,
+                                          process_index=i, process_count=2), 7)
+        for i in range(2)
+    ]  # fmt: skip
+    for step, batch in enumerate(one):
+        for key in ("images", "labels"):
+            union = np.concatenate([parts[0][step][key], parts[1][step][key]])
+            np.testing.assert_array_equal(union, batch[key])
+            if step >= 5:
+                again = np.concatenate([resumed[0][step - 5][key], resumed[1][step - 5][key]])
+                np.testing.assert_array_equal(again, batch[key])
+    assert input_pipeline.steps_per_epoch(builder, data, 32, process_count=2) == 8
+    per_process = fmnist_data(small_fmnist, input_shards=0)
+    other = take(input_pipeline.train_batches(builder, per_process, seed=3, local_batch=32), 1)
+    assert not np.array_equal(other[0]["images"], one[0]["images"])
+    with pytest.raises(ValueError, match="not a multiple of the 2 processes"):
+        input_pipeline.input_shards(fmnist_data(small_fmnist, input_shards=3), 48, 2)
+    with pytest.raises(ValueError, match=r"not divisible by data\.input_shards"):
+        input_pipeline.input_shards(data, 33, 1)
+
+
 def test_each_epoch_holds_every_training_image_once(small_fmnist):
     """Without augmentation a train batch is the normalised split: over each epoch of 8 steps,
     every (image, label) of the 256 appears exactly once (the second epoch in another order)."""

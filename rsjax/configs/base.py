@@ -59,6 +59,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.mean = IMAGENET_MEAN
     c.data.std = IMAGENET_STD
     c.data.shuffle_buffer = 16_384
+    # Input shards S of the train split (0: one per process). A fixed S makes the global batches,
+    # and the run, the same on any number of processes that divides it.
+    c.data.input_shards = 0
     c.data.prefetch_batches = 4  # host batches prepared ahead of the train step
     c.data.threads = 0  # tf.data private thread pool (0: TF's default)
     # tf.data autotuning (buffer sizes, RAM budget). Off by default: its model thread can hold

@@ -79,6 +79,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise UsageError(f"data.image_size must be > 0, got {data.image_size}")
     if not 0 <= data.cutout_pad < data.image_size:
         raise UsageError(f"data.cutout_pad must be in [0, data.image_size), got {data.cutout_pad}")
+    if data.input_shards < 0 or (
+        data.input_shards and config.global_batch_size % data.input_shards
+    ):
+        raise UsageError(
+            f"data.input_shards must be >= 0 (0: one per process) and divide global_batch_size "
+            f"{config.global_batch_size}, got {data.input_shards}"
+        )
     _validate_mesh(config)
     model = build_model(config)
     if data.image_size < model.min_image_size():

@@ -8,11 +8,16 @@ skips the raw examples already consumed, without preprocessing them. All epochs 
 tf.data pipeline (the seeds are tensors of the epoch number), so an epoch boundary only refills
 the shuffle buffer, behind the prefetched batches, and nothing is rebuilt or retraced.
 
-Each process reads its own slice of every split (`tfds.split_for_jax_process`) and yields host-local
-batches; `rsjax.train.sharding` turns them into global `jax.Array`s.
+Input shards: the train split is cut into S contiguous shards (`data.input_shards`; 0 means one
+per process); shard k yields batches of global_batch / S and the global batch of a step is the
+shards' batches in shard order. Each process reads its own S / P consecutive shards and yields
+their concatenation as its host-local batch, so with a fixed S the global batches (and the run)
+do not depend on the number of processes P. `rsjax.train.sharding` turns host batches into
+global `jax.Array`s; eval splits are read per process (`tfds.split_for_jax_process`).
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -85,11 +90,33 @@ def split_size(builder: tfds.core.DatasetBuilder, split: str, override: int = 0)
         ) from None
 
 
+def input_shards(data: ml_collections.ConfigDict, global_batch: int, process_count: int) -> int:
+    """The run's number of input shards S: `data.input_shards`, or `process_count` when 0.
+    ValueError unless S is a multiple of `process_count` and divides `global_batch`."""
+    shards = data.input_shards or process_count
+    if shards % process_count:
+        raise ValueError(
+            f"data.input_shards {shards} is not a multiple of the {process_count} processes."
+        )
+    if global_batch % shards:
+        raise ValueError(
+            f"global batch {global_batch} is not divisible by data.input_shards ({shards})."
+        )
+    return shards
+
+
 def steps_per_epoch(
-    builder: tfds.core.DatasetBuilder, data: ml_collections.ConfigDict, global_batch: int
+    builder: tfds.core.DatasetBuilder,
+    data: ml_collections.ConfigDict,
+    global_batch: int,
+    process_count: int = 1,
 ) -> int:
-    """Training steps in one epoch of the whole train split (every host steps together)."""
-    return split_size(builder, data.train_split, data.train_examples) // global_batch
+    """Training steps in one epoch of the train split: every shard's batches (all steps
+    together)."""
+    shards = input_shards(data, global_batch, process_count)
+    return (split_size(builder, data.train_split, data.train_examples) // shards) // (
+        global_batch // shards
+    )
 
 
 def train_batches(
@@ -103,27 +130,77 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[Batch]:
-    """Host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b] int32}.
+    """Host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b] int32},
+    b = `local_batch`: this process's shards' batches, concatenated in shard order.
 
     Endless when `end_step` is None; otherwise the iterator stops at the end of the epoch that
     holds step `end_step - 1`, and no later epoch is prepared.
     """
-    split = process_split(data.train_split, process_index, process_count, drop_remainder=True)
-    per_process = split_size(builder, data.train_split, data.train_examples) // process_count
-    per_epoch = per_process // local_batch
+    shards = input_shards(data, local_batch * process_count, process_count)
+    mine = shards // process_count
+    shard_batch = local_batch // mine
+    per_epoch = (
+        split_size(builder, data.train_split, data.train_examples) // shards
+    ) // shard_batch
     if per_epoch < 1:
         raise ValueError(
-            f"The {data.train_split!r} split has fewer examples per process than one batch "
-            f"({local_batch})."
+            f"The {data.train_split!r} split has fewer examples per input shard than one shard "
+            f"batch ({shard_batch})."
         )
     first_epoch, offset = divmod(start_step, per_epoch)
+    plan = _ShardPlan(
+        shards=shards,
+        shard_batch=shard_batch,
+        per_epoch=per_epoch,
+        first_epoch=first_epoch,
+        offset=offset,
+        last_epoch=None if end_step is None else max(first_epoch + 1, -(-end_step // per_epoch)),
+    )
+    streams = [
+        _shard_batches(builder, data, seed, shard, plan)
+        for shard in range(process_index * mine, (process_index + 1) * mine)
+    ]
+    if len(streams) == 1:
+        ds = streams[0]
+    else:
+        ds = tf.data.Dataset.zip(tuple(streams)).map(
+            lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
+        )
+    ds = ds.prefetch(data.prefetch_batches)
+    return iter(tfds.as_numpy(ds.with_options(_options(data))))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardPlan:
+    """What every shard of one `train_batches` call reads: `shards` shards of batches of
+    `shard_batch`, `per_epoch` batches an epoch, from batch `offset` of epoch `first_epoch` to
+    the end of epoch `last_epoch - 1` (endless when None)."""
+
+    shards: int
+    shard_batch: int
+    per_epoch: int
+    first_epoch: int
+    offset: int
+    last_epoch: int | None
+
+
+def _shard_batches(
+    builder: tfds.core.DatasetBuilder,
+    data: ml_collections.ConfigDict,
+    seed: int,
+    shard: int,
+    plan: _ShardPlan,
+) -> tf.data.Dataset:
+    """The batches of input shard `shard` (its contiguous part of the train split) per `plan`."""
+    shards, shard_batch, first_epoch = plan.shards, plan.shard_batch, plan.first_epoch
     epochs = (
         tf.data.Dataset.counter(first_epoch)
-        if end_step is None
-        else tf.data.Dataset.range(first_epoch, max(first_epoch + 1, -(-end_step // per_epoch)))
+        if plan.last_epoch is None
+        else tf.data.Dataset.range(first_epoch, plan.last_epoch)
     )
+    split = process_split(data.train_split, shard, shards, drop_remainder=True)
     source = _RecordSource(builder, split)
-    epoch_examples = per_epoch * local_batch
+    epoch_examples = plan.per_epoch * shard_batch
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
         """(augmentation seed, position, record) of one epoch, in its own order; the resumed
@@ -131,7 +208,8 @@ def train_batches(
         ds = source.records(_epoch_seed(seed, epoch, 1))
         ds = ds.shuffle(data.shuffle_buffer, seed=_epoch_seed(seed, epoch, 2))
         ds = ds.take(epoch_examples).enumerate()
-        ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(offset * local_batch, tf.int64), 0))
+        resumed = tf.constant(plan.offset * shard_batch, tf.int64)
+        ds = ds.skip(tf.where(epoch == first_epoch, resumed, 0))
         augment_seed = _epoch_seed(seed, epoch, 3)
         return ds.map(lambda position, record: (augment_seed, position, record))
 
@@ -149,14 +227,14 @@ def train_batches(
 
     def preprocess_example(augment_seed: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:
         example = source.parse(record)
-        example_seed = tf.stack([augment_seed, position])
+        # Distinct per shard: the same position in two shards is two different random draws.
+        example_seed = tf.stack([augment_seed, position * shards + shard])
         image = augment.train_preprocess(example["image"], example_seed, **preprocess)
         return {"images": image, "labels": tf.cast(example["label"], tf.int32)}
 
     ds = epochs.flat_map(epoch_records)
     ds = ds.map(preprocess_example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(data.prefetch_batches)
-    return iter(tfds.as_numpy(ds.with_options(_options(data))))
+    return ds.batch(shard_batch, drop_remainder=True)
 
 
 def _epoch_seed(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:

@@ -145,7 +145,12 @@ def _open_dataset(config: ml_collections.ConfigDict) -> _Dataset:
             f"data.channels is {config.data.channels} but {config.data.name} images have "
             f"{channels} channels"
         )
-    steps_per_epoch = input_pipeline.steps_per_epoch(builder, config.data, config.global_batch_size)
+    try:
+        steps_per_epoch = input_pipeline.steps_per_epoch(
+            builder, config.data, config.global_batch_size, jax.process_count()
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if steps_per_epoch < 1:
         raise UsageError(f"global_batch_size {config.global_batch_size} exceeds the train split")
     return _Dataset(builder, channels, steps_per_epoch)
