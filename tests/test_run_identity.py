@@ -7,6 +7,7 @@ import pytest
 
 from rsjax import cli, configs
 from rsjax.data import input_pipeline
+from rsjax.errors import UsageError
 from rsjax.results import collect, read_result
 from rsjax.sweep import Run, state, tpu_vm, worker
 from tests.test_lifecycle import failing_after
@@ -101,3 +102,20 @@ def test_a_run_started_from_its_tpu_vm_command_has_the_planned_identity():
     assert configs.run_id(config) != Run("x", {}, run.base).run_id  # the id can tell runs apart
     config.name, config.sweep = "started-by-hand", ""
     assert configs.run_id(config) == run.run_id  # labels are not part of the id
+
+
+def test_a_key_added_later_keeps_earlier_runs_ids_and_resumption(tmp_path):
+    """`data.input_shards` at its neutral 0 is left out of the id, so a config.json written
+    before the key existed has the id it had, and its workdir still resumes."""
+    from rsjax.train import checkpoint
+
+    config = configs.load("fashion_mnist:tiny")
+    earlier = json.loads(config.to_json())
+    del earlier["data"]["input_shards"]  # what config.json held before the key existed
+    assert configs.run_id(earlier) == configs.run_id(config)
+    sharded = configs.load("fashion_mnist:tiny", {"data.input_shards": 2})
+    assert configs.run_id(sharded) != configs.run_id(config)
+    (tmp_path / checkpoint.CONFIG_FILE).write_text(json.dumps(earlier))
+    checkpoint.check_or_write_config(tmp_path, config)  # the same run: accepted
+    with pytest.raises(UsageError, match=r"different config.*data\.input_shards"):
+        checkpoint.check_or_write_config(tmp_path, sharded)

@@ -10,6 +10,7 @@ from rsjax.configs.identity import (
     content_id,
     replicate_id,
     run_id,
+    with_added_keys,
 )
 from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
 from rsjax.configs.validation import DTYPES, MODEL_FIELDS, build_model, validate
@@ -29,4 +30,5 @@ __all__ = [
     "run_id",
     "split_flags",
     "validate",
+    "with_added_keys",
 ]

@@ -36,6 +36,17 @@ RESUMABLE_KEYS = frozenset(
 STORAGE_KEYS = frozenset({"state_layout"})
 
 
+# Keys added after runs were recorded, each with the value that keeps the behaviour those runs
+# had. At that value a key is left out of the run id, and a config.json without it reads as
+# holding it (`with_added_keys`), so earlier runs keep their ids and can still be resumed.
+ADDED_KEYS: Mapping[str, Any] = {"data.input_shards": 0}
+
+
+def with_added_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flattened config with every `ADDED_KEYS` key it lacks at its neutral value."""
+    return {**ADDED_KEYS, **flat}
+
+
 def canonical(value: Any) -> Any:
     """JSON form used for hashing: tuples as lists, integral floats as ints (350.0 == 350)."""
     if isinstance(value, float) and value.is_integer():
@@ -71,4 +82,10 @@ def replicate_id(config: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
 def _id_without(config: ml_collections.ConfigDict | Mapping[str, Any], ignored) -> str:
     tree = json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
     flat = flatten_dict(tree, sep=".")
-    return content_id({k: v for k, v in flat.items() if k not in ignored})
+    return content_id(
+        {
+            k: v
+            for k, v in flat.items()
+            if k not in ignored and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+        }
+    )

@@ -25,7 +25,7 @@ from absl import logging
 from etils import epath
 from flax.traverse_util import flatten_dict
 
-from rsjax.configs import RESUMABLE_KEYS
+from rsjax.configs import RESUMABLE_KEYS, with_added_keys
 from rsjax.errors import UsageError, first_line
 from rsjax.fileio import atomic_write_text
 
@@ -155,8 +155,8 @@ def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict
     path = workdir / CONFIG_FILE
     current = json.loads(config.to_json())
     if path.exists():
-        saved = flatten_dict(json.loads(path.read_text()), sep=".")
-        new = flatten_dict(current, sep=".")
+        saved = with_added_keys(flatten_dict(json.loads(path.read_text()), sep="."))
+        new = with_added_keys(flatten_dict(current, sep="."))
         differing = sorted(
             k
             for k in set(saved) | set(new)
