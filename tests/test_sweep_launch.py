@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from etils import epath
 
 from rsjax.errors import UsageError
 from rsjax.results import read_result
@@ -119,9 +120,54 @@ def test_a_held_lock_is_respected_and_released_on_exit(tmp_path):
     assert state.run_state(tmp_path / "sweep" / "r0").state == "pending"  # lock gone with us
 
 
-def test_status_reports_failures_and_corrupt_results(tmp_path, capsys):
+@pytest.fixture
+def fake_bucket(tmp_path, monkeypatch):
+    """gs:// paths through etils.epath land in tmp_path/"bucket" (a local stand-in for GCS:
+    code that bypasses epath, e.g. builtin open or pathlib on a gs:// string, fails)."""
+    from etils.epath import gpath
+    from etils.epath import testing as epath_testing
+
+    # With TensorFlow installed epath sends gs:// to tf.io.gfile, past mock_epath's backends.
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+
+    root = tmp_path / "bucket"
+    root.mkdir()
+
+    def local(path):
+        text = os.fspath(path)
+        return str(root / text[len("gs://") :]) if text.startswith("gs://") else text
+
+    def remote(text):
+        return "gs://" + os.path.relpath(text, root) if text.startswith(str(root)) else text
+
+    def one(fn, path, *args, **kwargs):
+        return fn(local(path), *args, **kwargs)
+
+    def two(fn, path, dst, *args, **kwargs):
+        return fn(local(path), local(dst), *args, **kwargs)
+
+    def glob(fn, pattern):
+        return [remote(p) for p in fn(local(pattern))]
+
+    def walk(fn, top, *args, **kwargs):
+        for dirpath, dirnames, filenames in fn(local(top), *args, **kwargs):
+            yield remote(dirpath), dirnames, filenames
+
+    names = ("exists", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rmtree", "stat")
+    with epath_testing.mock_epath(
+        **{n: one for n in names}, copy=two, rename=two, replace=two, glob=glob, walk=walk
+    ):
+        yield root
+
+
+@pytest.mark.parametrize("where", ["local", "gs"])
+def test_status_reports_failures_and_corrupt_results(tmp_path, capsys, where, request):
     runs = grid(4)
-    workdir = tmp_path / "sweep"
+    if where == "gs":
+        root = request.getfixturevalue("fake_bucket")
+        workdir = epath.Path("gs://b/sweep")
+    else:
+        workdir = epath.Path(tmp_path / "sweep")
     state.write_sweep(workdir, runs)
     (workdir / "r1" / "result.json").write_text("{not json")
     (workdir / "r2" / "result.json").write_text(
@@ -148,6 +194,20 @@ def test_status_reports_failures_and_corrupt_results(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 runs: 1 failed, 1 corrupt, 1 partial, 1 pending" in out
     assert "loss is nan at step 7" in out and "not valid JSON" in out
+    if where == "gs":
+        assert out.startswith("gs://b/sweep: ")
+        assert (root / "b" / "sweep" / "sweep.json").is_file()  # it went through the stand-in
+        with pytest.raises(UsageError, match="needs a local --workdir"):
+            sweep_commands.launch(
+                argparse.Namespace(
+                    sweep_file=str(REPO / "sweeps" / "fmnist_fig3.py:demo"),
+                    only=None,
+                    launcher="local",
+                    workdir=str(workdir),
+                    parallel=1,
+                    profile_only=False,
+                )
+            )
 
 
 def test_only_glob_and_bad_parallel(tmp_path):

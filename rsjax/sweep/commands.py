@@ -3,8 +3,10 @@
 import argparse
 import collections
 import json
-import pathlib
 
+from etils import epath
+
+from rsjax.errors import UsageError
 from rsjax.sweep import local, state
 from rsjax.sweep.grid import Run
 from rsjax.sweep.loader import load_sweep
@@ -76,8 +78,10 @@ def launch(args: argparse.Namespace) -> int:
         from rsjax.sweep import tpu_vm
 
         return tpu_vm.launch(runs, args)
-    workdir = pathlib.Path(args.workdir)
-    print(f"[sweep] {len(runs)} runs -> {workdir.absolute()} (parallel {args.parallel})")
+    if state.is_remote(args.workdir):
+        raise UsageError(f"--launcher local needs a local --workdir, got {args.workdir}")
+    workdir = epath.Path(args.workdir).resolve()
+    print(f"[sweep] {len(runs)} runs -> {workdir} (parallel {args.parallel})")
     summary = local.launch_local(
         runs, workdir, parallel=args.parallel, profile_only=args.profile_only
     )
@@ -92,7 +96,7 @@ def launch(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    workdir = pathlib.Path(args.workdir)
+    workdir = epath.Path(args.workdir)
     states = state.sweep_states(workdir)
     counts = collections.Counter(s.state for s in states)
     print(

@@ -7,11 +7,12 @@ and never starts a run whose lock another launcher holds (`rsjax.sweep.state.run
 
 import dataclasses
 import fnmatch
-import pathlib
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+
+from etils import epath
 
 from rsjax.sweep import state
 from rsjax.sweep.grid import Run
@@ -35,7 +36,7 @@ def select(runs: Sequence[Run], only: str | None) -> list[Run]:
     return chosen
 
 
-def worker_command(run_dir: pathlib.Path, profile_only: bool) -> list[str]:
+def worker_command(run_dir: epath.Path, profile_only: bool) -> list[str]:
     """The command that trains (or profiles) the run recorded in run_dir/run.json."""
     command = [sys.executable, "-m", "rsjax.sweep.worker", str(run_dir)]
     return [*command, "--profile_only"] if profile_only else command
@@ -43,13 +44,13 @@ def worker_command(run_dir: pathlib.Path, profile_only: bool) -> list[str]:
 
 def launch_local(
     runs: Sequence[Run],
-    workdir: str | pathlib.Path,
+    workdir: str | epath.Path,
     *,
     parallel: int = 1,
     profile_only: bool = False,
     log: Callable[[str], None] = print,
     poll_s: float = 0.5,
-    command: Callable[[pathlib.Path, bool], list[str]] = worker_command,
+    command: Callable[[epath.Path, bool], list[str]] = worker_command,
 ) -> LaunchSummary:
     """Runs every run that is not done into workdir/RUN_NAME, at most `parallel` at a time.
 
@@ -59,7 +60,7 @@ def launch_local(
     """
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}.")
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = epath.Path(workdir).resolve()
     state.write_sweep(workdir, runs)
     summary = LaunchSummary()
     queue = list(runs)

@@ -3,17 +3,22 @@
 Layout of a sweep workdir:
   DIR/sweep.json          the sweep's runs (name, run_id, base, overrides), written at launch
   DIR/RUN_NAME/run.json   the run itself (the worker reads its config from here)
-  DIR/RUN_NAME/.lock      held (fcntl.flock) by the process training the run
+  DIR/RUN_NAME/.lock      held (fcntl.flock) by the local process training the run
   DIR/RUN_NAME/result.json, checkpoints/, metrics.jsonl   written by the trainer
+
+DIR is local or any `etils.epath` backend (gs://): everything here reads and writes through
+epath. Locks are local only (a bucket has no flock): on a remote DIR, `is_locked` is False and
+a live run shows as partial until its record says more.
 """
 
 import dataclasses
 import fcntl
 import json
 import os
-import pathlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from etils import epath
 
 from rsjax.fileio import atomic_write_text
 from rsjax.results.schema import RESULT_FILE, existing_result, read_result
@@ -60,8 +65,9 @@ def run_from_json(record: dict) -> Run:
     return Run(record["name"], record["overrides"], record["base"], record.get("sweep", ""))
 
 
-def write_sweep(workdir: pathlib.Path, runs: Sequence[Run]) -> None:
+def write_sweep(workdir: epath.PathLike, runs: Sequence[Run]) -> None:
     """Records the sweep's runs in DIR/sweep.json and each run in DIR/NAME/run.json."""
+    workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir / SWEEP_FILE, {"runs": [run_to_json(r) for r in runs]})
     for run in runs:
@@ -69,25 +75,29 @@ def write_sweep(workdir: pathlib.Path, runs: Sequence[Run]) -> None:
         _write_json(workdir / run.name / RUN_FILE, run_to_json(run))
 
 
-def read_sweep(workdir: pathlib.Path) -> list[Run]:
+def read_sweep(workdir: epath.PathLike) -> list[Run]:
     """The runs recorded by `write_sweep` (FileNotFoundError if DIR holds no sweep)."""
-    path = workdir / SWEEP_FILE
+    path = epath.Path(workdir) / SWEEP_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{workdir} holds no {SWEEP_FILE}: no sweep was launched there.")
     return [run_from_json(r) for r in json.loads(path.read_text())["runs"]]
 
 
-def _write_json(path: pathlib.Path, record: dict) -> None:
+def _write_json(path: epath.Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 @contextmanager
-def run_lock(run_dir: pathlib.Path) -> Iterator[bool]:
+def run_lock(run_dir: epath.PathLike) -> Iterator[bool]:
     """Yields True while this process holds the run's lock, False if another process does.
 
     An flock is released by the kernel when its holder exits, so a killed launcher or worker
-    never leaves a stale lock behind. Needs a filesystem with flock (local disks, most NFS).
+    never leaves a stale lock behind. Needs a filesystem with flock (local disks, most NFS):
+    ValueError for a remote run_dir.
     """
+    if is_remote(run_dir):
+        raise ValueError(f"{run_dir}: run locks need a local filesystem (flock)")
+    run_dir = epath.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -106,9 +116,14 @@ def run_lock(run_dir: pathlib.Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def is_locked(run_dir: pathlib.Path) -> bool:
-    """Whether some live process holds the run's lock."""
-    if not (run_dir / LOCK_FILE).exists():
+def is_remote(path: epath.PathLike) -> bool:
+    """Whether `path` is a URL of a remote filesystem (gs://...), not a local path."""
+    return "://" in os.fspath(path)
+
+
+def is_locked(run_dir: epath.PathLike) -> bool:
+    """Whether some live local process holds the run's lock (False on a remote run_dir)."""
+    if is_remote(run_dir) or not (epath.Path(run_dir) / LOCK_FILE).exists():
         return False
     with run_lock(run_dir) as acquired:
         return not acquired
@@ -121,8 +136,9 @@ class RunState:
     detail: str = ""  # failure reason, corrupt-file message, or the top-1 of a finished run
 
 
-def run_state(run_dir: pathlib.Path) -> RunState:
+def run_state(run_dir: epath.PathLike) -> RunState:
     """The state of the run in `run_dir` (see STATES); never raises for a corrupt result."""
+    run_dir = epath.Path(run_dir)
     name = run_dir.name
     if is_locked(run_dir):
         return RunState(name, "running")
@@ -150,6 +166,6 @@ def run_state(run_dir: pathlib.Path) -> RunState:
     return RunState(name, "pending")
 
 
-def sweep_states(workdir: pathlib.Path) -> list[RunState]:
+def sweep_states(workdir: epath.PathLike) -> list[RunState]:
     """The state of every run of the sweep launched in `workdir`, in sweep order."""
-    return [run_state(workdir / run.name) for run in read_sweep(workdir)]
+    return [run_state(epath.Path(workdir) / run.name) for run in read_sweep(workdir)]

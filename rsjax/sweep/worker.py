@@ -10,9 +10,10 @@ persistent XLA compilation cache in DIR/../.jax_cache ($JAX_COMPILATION_CACHE_DI
 
 import argparse
 import json
-import pathlib
 import sys
 import traceback
+
+from etils import epath
 
 from rsjax import configs
 from rsjax.sweep import state
@@ -21,7 +22,7 @@ from rsjax.sweep.grid import build_config
 CACHE_DIR = ".jax_cache"  # in the sweep's workdir
 
 
-def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
+def run_one(run_dir: epath.Path, profile_only: bool = False) -> int:
     """Exit code: 0 trained (or profiled), 1 failed, LOCKED_EXIT_CODE when another process
     holds the run, DONE_EXIT_CODE when it was already done."""
     run = state.run_from_json(json.loads((run_dir / state.RUN_FILE).read_text()))
@@ -53,10 +54,10 @@ def run_one(run_dir: pathlib.Path, profile_only: bool = False) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=pathlib.Path)
+    parser.add_argument("run_dir", type=epath.Path)
     parser.add_argument("--profile_only", action="store_true")
     args = parser.parse_args(argv)
-    sys.exit(run_one(args.run_dir.absolute(), args.profile_only))
+    sys.exit(run_one(args.run_dir.resolve(), args.profile_only))
 
 
 if __name__ == "__main__":
