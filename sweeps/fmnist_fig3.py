@@ -23,8 +23,9 @@ Presets (`sweeps/fmnist_fig3.py:PRESET`):
   demo: what `make demo` runs: the short regime at 24 and 32 px for the base (RS-26, width
         0.125), RS-38 and width 0.1875, seeds 0 and 1: 12 runs, a subset of `full`.
 
-Cost on the 2-core CPU with `--parallel 1`: measurements in docs/fashion_mnist.md ("The Figure 3
-sweep").
+Cost on the 2-core CPU with `--parallel 1`: about 83 minutes of runs for `full` (3-epoch runs
+0.5-1.5 min, 30-epoch runs 2-4 min) and under 10 minutes for `demo` (docs/fashion_mnist.md,
+"The Figure 3 sweep").
 
 Commands:
   rsjax sweep plan sweeps/fmnist_fig3.py
