@@ -139,9 +139,7 @@ def train_batches(
     shards = input_shards(data, local_batch * process_count, process_count)
     mine = shards // process_count
     shard_batch = local_batch // mine
-    per_epoch = (
-        split_size(builder, data.train_split, data.train_examples) // shards
-    ) // shard_batch
+    per_epoch = steps_per_epoch(builder, data, local_batch * process_count, process_count)
     if per_epoch < 1:
         raise ValueError(
             f"The {data.train_split!r} split has fewer examples per input shard than one shard "
