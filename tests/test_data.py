@@ -136,6 +136,53 @@ def test_autotune_changes_no_batch(small_fmnist):
         np.testing.assert_array_equal(a["labels"], b["labels"])
 
 
+@pytest.mark.parametrize("split", ["train", "train[10:250]"])
+def test_the_decoded_cache_changes_no_batch(tmp_path, small_fmnist, split):
+    """`data.decoded_cache` is a resumable key: over three epochs (augmentation on, files in a
+    seeded order each epoch, a sliced split's skip/take) and from a mid-epoch resume, the batches
+    are the same with the split decoded once as with records decoded every epoch."""
+    builder = fashion_mnist.FashionMnistDebian(data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=small_fmnist["manual_dir"], num_shards=3
+        )
+    )
+    source = input_pipeline._RecordSource(builder, split, decoded_cache=True)
+    assert source.num_files == 3 and source.cache["image"].dtype == np.uint8
+    batches = {}
+    for cached in (False, True):
+        data = fmnist_data(small_fmnist, decoded_cache=cached, train_split=split, input_shards=2)
+        kwargs = dict(seed=5, local_batch=24)  # two shards of 12
+        batches[cached] = take(input_pipeline.train_batches(builder, data, **kwargs), 30)
+        resumed = take(input_pipeline.train_batches(builder, data, start_step=13, **kwargs), 5)
+        for a, b in zip(batches[cached][13:], resumed, strict=False):
+            np.testing.assert_array_equal(a["images"], b["images"])
+    for a, b in zip(batches[False], batches[True], strict=True):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_the_decoded_cache_of_a_mocked_dataset_holds_its_examples(tmp_path):
+    """Without files (tfds mocks) the cache decodes `as_dataset`'s examples, in its order;
+    images of varying shape (ImageNet's) are a clear error."""
+    data = small_fmnist_config({"manual_dir": "", "data_dir": str(tmp_path)}).data
+    data.unlock()
+    data.name = "mnist"
+    with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
+        builder = input_pipeline.get_builder(data)
+        plain = input_pipeline._RecordSource(builder, "train")
+        source = input_pipeline._RecordSource(builder, "train", decoded_cache=True)
+        indices = [int(i) for i in tfds.as_numpy(source.records(0))]
+        expected = [plain.parse(r)["image"].numpy() for r in plain.records(0)]
+        images = [source.parse(i)["image"].numpy() for i in indices]
+        imagenet = input_pipeline.get_builder(imagenet_config.get_config("resnetrs50_i160").data)
+        with pytest.raises(ValueError, match="needs images of one shape"):
+            input_pipeline._RecordSource(imagenet, "train", decoded_cache=True)
+    assert indices == list(range(6))
+    for a, b in zip(expected, images, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_train_batches_stop_after_the_epoch_of_end_step(small_fmnist):
     data = fmnist_data(small_fmnist, randaugment_magnitude=0.0)
     builder = input_pipeline.get_builder(data)

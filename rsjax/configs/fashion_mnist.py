@@ -46,6 +46,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.mean = FMNIST_MEAN
     c.data.std = FMNIST_STD
     c.data.shuffle_buffer = 60_000  # the whole split (a 10k buffer cost 0.2-0.5 pts)
+    # 47 MB decoded: PNG decoding was half of the input pipeline's CPU time per image.
+    c.data.decoded_cache = True
 
     c.model.depth = 0
     # A second c4 block (2x2 features) adds capacity for ~7% more step time: with 28 epochs it

@@ -26,6 +26,7 @@ RESUMABLE_KEYS = frozenset(
         "progress",
         "data.threads",
         "data.autotune",  # deterministic either way: the same batches
+        "data.decoded_cache",  # the same batches, decoded once instead of every epoch
         "model.remat",  # recomputes the same values; the state is unchanged
         "data.train_eval_split",  # one more evaluation at the end; training is unchanged
     }

@@ -197,7 +197,7 @@ def _shard_batches(
         else tf.data.Dataset.range(first_epoch, plan.last_epoch)
     )
     split = process_split(data.train_split, shard, shards, drop_remainder=True)
-    source = _RecordSource(builder, split)
+    source = _RecordSource(builder, split, decoded_cache=bool(data.decoded_cache))
     epoch_examples = plan.per_epoch * shard_batch
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
@@ -253,9 +253,16 @@ class _RecordSource:
     serialized records: Fashion-MNIST's 60k-example buffer fills in 0.3 s instead of 2.5 s, and
     parsing runs in the parallel map); anything else (ArrayRecord, tfds mocks) goes through
     `as_dataset` in a fixed file order, and the shuffle buffer alone orders each epoch.
+
+    `decoded_cache`: decode the split once into host memory ([N, H, W, C] uint8 and [N] labels)
+    and stream indices into it instead of records; the file order, the shuffle and therefore the
+    batches are the same as without it (the epoch's records are the same examples in the same
+    order), only the per-epoch decoding is gone. For splits that fit in memory.
     """
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, split: Any) -> None:
+    def __init__(
+        self, builder: tfds.core.DatasetBuilder, split: Any, decoded_cache: bool = False
+    ) -> None:
         self.features = builder.info.features
         try:
             instructions = builder.info.splits[split].file_instructions
@@ -263,6 +270,7 @@ class _RecordSource:
             instructions = []
         filenames = [os.fspath(i.filename) for i in instructions]
         self.files = None
+        self.cache = None
         # A mocked builder may list files it never wrote; a prepared one has all of them (one
         # existence check, not one per shard: ImageNet has 1024 shards, on GCS each a round trip).
         if (
@@ -270,11 +278,14 @@ class _RecordSource:
             and builder.info.file_format == tfds.core.FileFormat.TFRECORD
             and tf.io.gfile.exists(filenames[0])
         ):
+            counts = [i.examples_in_shard - i.skip if i.take < 0 else i.take for i in instructions]
+            # (file, skip, take, index of its first example in the split's stored order)
             self.files = tf.data.Dataset.from_tensor_slices(
                 (
                     filenames,
                     np.array([i.skip for i in instructions], np.int64),
-                    np.array([i.take for i in instructions], np.int64),
+                    np.array(counts, np.int64),
+                    np.cumsum([0, *counts[:-1]]).astype(np.int64),
                 )
             )
             self.num_files = len(instructions)
@@ -284,29 +295,66 @@ class _RecordSource:
                 shuffle_files=False,
                 decoders={"image": tfds.decode.SkipDecoding()},
             )
+        if decoded_cache:
+            self.cache = self._decode_all()
+
+    def _decode_all(self) -> dict[str, tf.Tensor]:
+        """{"image": [N, H, W, C] uint8, "label": [N]}: the split decoded in stored order (file
+        after file), which the indices of `records` refer to. ValueError for images of no one
+        shape."""
+        shape = self.features["image"].shape
+        if None in shape:
+            raise ValueError(
+                f"data.decoded_cache needs images of one shape; these are {shape} (turn it off)."
+            )
+        if self.files is None:
+            stored = self.examples
+        else:
+            stored = self.files.flat_map(_read_records)
+        ds = stored.map(self._parse_stored, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+        parts = list(tfds.as_numpy(ds))
+        return {k: tf.constant(np.concatenate([p[k] for p in parts])) for k in ("image", "label")}
 
     def records(self, file_seed: tf.Tensor) -> tf.data.Dataset:
+        """The epoch's elements, files in a seeded order: serialized records, `as_dataset`
+        examples, or (with the decoded cache) int64 indices of the same examples."""
         if self.files is None:
-            return self.examples
+            if self.cache is None:
+                return self.examples
+            return tf.data.Dataset.range(self.cache["label"].shape[0])
 
-        def read(filename: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> tf.data.Dataset:
-            return tf.data.TFRecordDataset(filename).skip(skip).take(take)
+        def read_indices(filename, skip, take, start):
+            del filename, skip
+            return tf.data.Dataset.range(start, start + take)
 
         return self.files.shuffle(self.num_files, seed=file_seed).interleave(
-            read,
+            _read_records if self.cache is None else read_indices,
             cycle_length=min(16, self.num_files),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
 
     def parse(self, record: Any) -> dict[str, tf.Tensor]:
-        """{"image": uint8 [H, W, C], "label": int} from a serialized record or a parsed example."""
+        """{"image": uint8 [H, W, C], "label": int} from an element of `records`."""
+        if self.cache is not None:
+            return {k: tf.gather(v, record) for k, v in self.cache.items()}
+        return self._parse_stored(record)
+
+    def _parse_stored(self, record: Any) -> dict[str, tf.Tensor]:
         if self.files is not None:
             return self.features.deserialize_example(record)
         return {
             "image": self.features["image"].decode_example(record["image"]),
             "label": record["label"],
         }
+
+
+def _read_records(
+    filename: tf.Tensor, skip: tf.Tensor, take: tf.Tensor, start: tf.Tensor
+) -> tf.data.Dataset:
+    """The records one file contributes to a split (`start` is for the decoded cache)."""
+    del start
+    return tf.data.TFRecordDataset(filename).skip(skip).take(take)
 
 
 def eval_batches(
