@@ -307,10 +307,7 @@ class _RecordSource:
             raise ValueError(
                 f"data.decoded_cache needs images of one shape; these are {shape} (turn it off)."
             )
-        if self.files is None:
-            stored = self.examples
-        else:
-            stored = self.files.flat_map(_read_records)
+        stored = self.examples if self.files is None else self.files.flat_map(_read_records)
         ds = stored.map(self._parse_stored, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
         parts = list(tfds.as_numpy(ds))
         return {k: tf.constant(np.concatenate([p[k] for p in parts])) for k in ("image", "label")}
