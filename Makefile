@@ -24,11 +24,11 @@ DEMO_DIR ?= runs/demo
 # in-process, so the Makefile does it there.
 PYTEST = env $$($(PY) -m rsjax.malloc_tuning) $(PY) -m pytest
 
-.PHONY: help venv jemalloc test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean lock compat
+.PHONY: help venv jemalloc shellcheck test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean lock compat
 
 help:
 	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
-	@echo "make test         create $(VENV) if needed (and install libjemalloc2 when root) and run the default test suite"
+	@echo "make test         create $(VENV) if needed (and install libjemalloc2 and shellcheck when root) and run the default test suite"
 	@echo "make test-slow    the second tier: kill/resume subprocesses, 8-device sharding, notebooks,"
 	@echo "                  mock ImageNet, checkpoint fallback, the models-only wheel (CI runs both tiers)"
 	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
@@ -58,7 +58,15 @@ jemalloc: venv
 	  else echo "optional, faster CPU steps: sudo apt-get install libjemalloc2"; fi; \
 	fi
 
-test: venv jemalloc
+# The TPU startup script is checked with shellcheck (tests/test_slices.py), from apt when root.
+shellcheck:
+	@if ! command -v shellcheck >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; \
+	  else echo "the tests need shellcheck: sudo apt-get install shellcheck"; exit 1; fi; \
+	fi
+
+test: venv jemalloc shellcheck
 	$(PYTEST) -q
 
 test-slow: venv jemalloc

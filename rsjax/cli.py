@@ -248,8 +248,10 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
         "  rsjax sweep plan sweeps/paper_table7.py --jsonl\n"
         "  rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local\n"
         "  rsjax sweep launch sweeps/paper_fig3.py --workdir gs://B/fig3 --launcher tpu-vm \\\n"
-        "      --project P --zone us-central2-b --accelerator_type v4-32 --spot --dry_run\n"
-        "  rsjax sweep status runs/fig3",
+        "      --project P --zone us-central2-b --accelerator_type v4-32 --max_slices 8\n"
+        "  rsjax sweep status gs://B/fig3\n"
+        "  rsjax sweep logs gs://B/fig3/RUN_NAME --worker 0\n"
+        "  rsjax sweep down gs://B/fig3 --project P --zone us-central2-b",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
@@ -272,22 +274,64 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     launch.add_argument("--parallel", type=int, default=1, help="local: runs at once")
     launch.add_argument("--only", help="runs whose name matches this glob")
     launch.add_argument("--profile_only", action="store_true", help="profile, do not train")
-    tpu = launch.add_argument_group("tpu-vm launcher")
-    tpu.add_argument("--project")
-    tpu.add_argument("--zone")
+    tpu = launch.add_argument_group(
+        "tpu-vm launcher (queued resources: up to --max_slices slices at once, each running its "
+        "run from a startup script; preempted slices come back as the next attempt)"
+    )
+    _add_slice_flags(tpu)
     tpu.add_argument("--accelerator_type", help="e.g. v4-32")
     tpu.add_argument("--runtime_version", default="tpu-ubuntu2204-base")
-    tpu.add_argument("--spot", action="store_true")
+    tpu.add_argument(
+        "--provisioning", choices=("spot", "reserved", "on-demand"), default="spot",
+        help="spot (default), reserved capacity, or on-demand",
+    )  # fmt: skip
+    tpu.add_argument("--max_slices", type=int, default=1, help="slices live at once (quota)")
+    tpu.add_argument("--max_failures", type=int, default=2, help="failed attempts per run")
+    tpu.add_argument("--budget_slice_hours", type=float, help="no new slices after this many")
+    tpu.add_argument("--valid_until", default="6h", help="how long a request may wait (6h)")
+    tpu.add_argument(
+        "--heartbeat_timeout_s", type=float, default=1800.0,
+        help="an ACTIVE slice silent this long is hung: deleted and retried",
+    )  # fmt: skip
+    tpu.add_argument("--poll_s", type=float, default=60.0, help="seconds between ticks")
     tpu.add_argument("--wheel", help="rsjax wheel to install (default: built from this checkout)")
     tpu.add_argument("--lock", help="lock file to install (default: this checkout's)")
-    tpu.add_argument("--create_retries", type=int, default=2)
-    tpu.add_argument("--dry_run", action="store_true", help="print the gcloud commands only")
+    tpu.add_argument("--dry_run", action="store_true", help="print every create and script only")
     launch.set_defaults(func=_lazy("rsjax.sweep.commands", "launch"))
+
+    down = actions.add_parser(
+        "down",
+        help="delete every TPU slice of a sweep (needs only its workdir URL)",
+        description="Delete every queued resource labelled with the sweep of WORKDIR, and check "
+        "each is gone. Works with no local state.\n\nExample:\n"
+        "  rsjax sweep down gs://B/fig3 --project P --zone us-central2-b",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    down.add_argument("workdir")
+    _add_slice_flags(down)
+    down.set_defaults(func=_lazy("rsjax.sweep.tpu_vm", "down"))
+
+    logs = actions.add_parser(
+        "logs",
+        help="print a run's training log from its slices",
+        description="Print a run's worker log (latest attempt unless --attempt).\n\nExample:\n"
+        "  rsjax sweep logs gs://B/fig3/d101-w1-r192-e350 --worker 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    logs.add_argument("run_dir")
+    logs.add_argument("--worker", type=int, default=0)
+    logs.add_argument("--attempt", type=int, help="default: the newest")
+    logs.set_defaults(func=_lazy("rsjax.sweep.commands", "logs"))
 
     status = actions.add_parser("status", help="complete / running / failed / pending runs")
     status.add_argument("workdir")
     status.add_argument("--all", action="store_true", help="list every run, not only problems")
     status.set_defaults(func=_lazy("rsjax.sweep.commands", "status"))
+
+
+def _add_slice_flags(group) -> None:
+    group.add_argument("--project")
+    group.add_argument("--zone")
 
 
 def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:

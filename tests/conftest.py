@@ -168,3 +168,43 @@ def assert_trees_close(got, want, tolerance):
     """Leaf by leaf, |got - want| <= tolerance x max |want| of the leaf (fp32 sums reorder)."""
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=tolerance * float(np.abs(w).max()) + 1e-12)
+
+
+@pytest.fixture
+def fake_bucket(tmp_path, monkeypatch):
+    """gs:// paths through etils.epath land in tmp_path/"bucket" (a local stand-in for GCS:
+    code that bypasses epath, e.g. builtin open or pathlib on a gs:// string, fails)."""
+    from etils.epath import gpath
+    from etils.epath import testing as epath_testing
+
+    # With TensorFlow installed epath sends gs:// to tf.io.gfile, past mock_epath's backends.
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+
+    root = tmp_path / "bucket"
+    root.mkdir()
+
+    def local(path):
+        text = os.fspath(path)
+        return str(root / text[len("gs://") :]) if text.startswith("gs://") else text
+
+    def remote(text):
+        return "gs://" + os.path.relpath(text, root) if text.startswith(str(root)) else text
+
+    def one(fn, path, *args, **kwargs):
+        return fn(local(path), *args, **kwargs)
+
+    def two(fn, path, dst, *args, **kwargs):
+        return fn(local(path), local(dst), *args, **kwargs)
+
+    def glob(fn, pattern):
+        return [remote(p) for p in fn(local(pattern))]
+
+    def walk(fn, top, *args, **kwargs):
+        for dirpath, dirnames, filenames in fn(local(top), *args, **kwargs):
+            yield remote(dirpath), dirnames, filenames
+
+    names = ("exists", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rmtree", "stat")
+    with epath_testing.mock_epath(
+        **{n: one for n in names}, copy=two, rename=two, replace=two, glob=glob, walk=walk
+    ):
+        yield root

@@ -24,6 +24,27 @@ def test_idx_round_trip_and_missing_files_name_the_package(tmp_path):
         fashion_mnist.check_files(tmp_path / "nowhere")
 
 
+def test_a_conversion_another_run_finished_first_is_used(tmp_path, monkeypatch):
+    """Two runs converting into one data_dir: the loser's rename fails (FileExistsError) and it
+    uses the winner's dataset; with no winner the error stands."""
+    manual = make_fashion_mnist_files(tmp_path / "manual", 12, 5)
+    real = fashion_mnist.FashionMnistDebian.download_and_prepare
+
+    def other_run_wins(self, **kwargs):
+        real(fashion_mnist.FashionMnistDebian(data_dir=self.data_dir_root), **kwargs)
+        raise FileExistsError("Cannot rename incomplete.X_1.0.0: destination already exists")
+
+    def nobody_wins(self, **kwargs):
+        raise FileExistsError("Cannot rename")
+
+    monkeypatch.setattr(fashion_mnist.FashionMnistDebian, "download_and_prepare", other_run_wins)
+    builder = fashion_mnist.prepare(str(tmp_path / "tfds"), manual)
+    assert builder.is_prepared() and builder.info.splits["train"].num_examples == 12
+    monkeypatch.setattr(fashion_mnist.FashionMnistDebian, "download_and_prepare", nobody_wins)
+    with pytest.raises(FileExistsError):
+        fashion_mnist.prepare(str(tmp_path / "other"), manual)
+
+
 def test_builder_yields_grayscale_examples(small_fmnist):
     builder = input_pipeline.get_builder(fmnist_data(small_fmnist))
     assert builder.info.splits["train"].num_examples == 256

@@ -1,4 +1,5 @@
-"""Sweep launchers: relaunch after a kill, two launchers at once, the TPU VM commands, status."""
+"""The local sweep launcher: relaunch after a kill, two launchers at once, locks, status (the
+TPU launcher is tests/test_slices.py)."""
 
 import argparse
 import json
@@ -17,7 +18,7 @@ from etils import epath
 from rsjax.errors import UsageError
 from rsjax.results import read_result
 from rsjax.sweep import commands as sweep_commands
-from rsjax.sweep import local, shipping, state, tpu_vm
+from rsjax.sweep import local, state
 from rsjax.sweep.grid import Run
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -118,46 +119,6 @@ def test_a_held_lock_is_respected_and_released_on_exit(tmp_path):
         summary = local.launch_local(runs, tmp_path / "sweep", command=command, log=lambda m: None)
     assert summary.skipped_locked == ["r0"] and summary.ran == ["r1"]
     assert state.run_state(tmp_path / "sweep" / "r0").state == "pending"  # lock gone with us
-
-
-@pytest.fixture
-def fake_bucket(tmp_path, monkeypatch):
-    """gs:// paths through etils.epath land in tmp_path/"bucket" (a local stand-in for GCS:
-    code that bypasses epath, e.g. builtin open or pathlib on a gs:// string, fails)."""
-    from etils.epath import gpath
-    from etils.epath import testing as epath_testing
-
-    # With TensorFlow installed epath sends gs:// to tf.io.gfile, past mock_epath's backends.
-    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-
-    root = tmp_path / "bucket"
-    root.mkdir()
-
-    def local(path):
-        text = os.fspath(path)
-        return str(root / text[len("gs://") :]) if text.startswith("gs://") else text
-
-    def remote(text):
-        return "gs://" + os.path.relpath(text, root) if text.startswith(str(root)) else text
-
-    def one(fn, path, *args, **kwargs):
-        return fn(local(path), *args, **kwargs)
-
-    def two(fn, path, dst, *args, **kwargs):
-        return fn(local(path), local(dst), *args, **kwargs)
-
-    def glob(fn, pattern):
-        return [remote(p) for p in fn(local(pattern))]
-
-    def walk(fn, top, *args, **kwargs):
-        for dirpath, dirnames, filenames in fn(local(top), *args, **kwargs):
-            yield remote(dirpath), dirnames, filenames
-
-    names = ("exists", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rmtree", "stat")
-    with epath_testing.mock_epath(
-        **{n: one for n in names}, copy=two, rename=two, replace=two, glob=glob, walk=walk
-    ):
-        yield root
 
 
 @pytest.mark.parametrize("where", ["local", "gs"])
@@ -279,135 +240,3 @@ def test_killed_launcher_relaunch_finishes_without_redoing(small_fmnist, tmp_pat
     cache = workdir / ".jax_cache"
     for program in ("jit_step_with_schedule", "jit_eval_step", "jit_create_train_state"):
         assert len(list(cache.glob(f"{program}-*"))) == 1, sorted(p.name for p in cache.iterdir())
-
-
-# --- Cloud TPU VM launcher, against a fake gcloud that records its argv ----------------------
-
-FAKE_GCLOUD = textwrap.dedent(
-    """\
-    #!/bin/sh
-    echo "$@" >> "$GCLOUD_LOG"
-    case "$*" in
-      *" create "*) n=$(grep -c " create " "$GCLOUD_LOG"); [ "$n" -gt "${FAIL_CREATES:-0}" ] ;;
-      *) exit 0 ;;
-    esac
-    """
-)
-
-
-@pytest.fixture
-def fake_gcloud(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    gcloud = bin_dir / "gcloud"
-    gcloud.write_text(FAKE_GCLOUD)
-    gcloud.chmod(0o755)
-    log = tmp_path / "gcloud.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("GCLOUD_LOG", str(log))
-    return log
-
-
-@pytest.fixture
-def shipped(tmp_path) -> dict:
-    """A stand-in wheel and the real lock: what the launcher ships (building a wheel is the slow
-    tier's test_packaging)."""
-    wheel = tmp_path / "ship" / "rsjax-0.1.0-py3-none-any.whl"
-    wheel.parent.mkdir()
-    wheel.write_bytes(b"PK")
-    return {"wheel": str(wheel), "lock": str(REPO / "requirements" / "lock.txt")}
-
-
-def tpu_args(workdir, shipped, **kw):
-    defaults = dict(
-        workdir=str(workdir),
-        project="proj",
-        zone="us-central2-b",
-        accelerator_type="v4-32",
-        runtime_version="tpu-ubuntu2204-base",
-        spot=True,
-        **shipped,
-        create_retries=1,
-        dry_run=False,
-    )
-    return argparse.Namespace(**{**defaults, **kw})
-
-
-def test_tpu_vm_every_run_gets_create_ship_setup_train_delete(fake_gcloud, shipped, tmp_path):
-    runs = [
-        Run("a", {"model.depth": 101, "data.area_range": [0.08, 1.0]}, "imagenet:resnetrs50_i160"),
-        Run("b", {"model.depth": 200}, "imagenet:resnetrs50_i160"),
-    ]
-    assert tpu_vm.launch(runs, tpu_args(tmp_path / "w", shipped)) == 0
-    calls = fake_gcloud.read_text().splitlines()
-    assert len(calls) == 10
-    jax_version = shipping.locked_version(pathlib.Path(shipped["lock"]), "jax")
-    for run, chunk in zip(runs, (calls[:5], calls[5:]), strict=True):
-        vm = tpu_vm.vm_name(tpu_vm.TpuVmOptions("p", "z", "v4-32"), run)
-        assert chunk[0].startswith(f"compute tpus tpu-vm create {vm} ") and "--spot" in chunk[0]
-        assert "--accelerator-type=v4-32" in chunk[0]
-        assert chunk[1].startswith(
-            f"compute tpus tpu-vm scp {shipped['wheel']} {shipped['lock']} {vm}:~ "
-        ) and chunk[1].endswith("--worker=all")
-        assert "--worker=all" in chunk[2] and chunk[2].endswith(
-            f"--command pip install -r lock.txt 'jax[tpu]=={jax_version}' "
-            "'./rsjax-0.1.0-py3-none-any.whl[train]'"
-        )
-        assert (
-            "--worker=all" in chunk[3]
-            and "rsjax train --config=imagenet:resnetrs50_i160" in chunk[3]
-        )
-        assert (
-            f"--workdir={tmp_path / 'w' / run.name}" in chunk[3] and "--jax_distributed" in chunk[3]
-        )
-        assert chunk[4].startswith(f"compute tpus tpu-vm delete {vm} ")
-    assert "--config.data.area_range=(0.08,1.0)" in calls[3]
-
-
-def test_tpu_vm_failed_create_is_retried_then_reported(
-    fake_gcloud, shipped, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setenv("FAIL_CREATES", "5")  # every create fails
-    runs = [Run("a", {"model.depth": 101}, "imagenet:resnetrs50_i160")]
-    assert tpu_vm.launch(runs, tpu_args(tmp_path / "w", shipped, create_retries=2)) == 1
-    calls = fake_gcloud.read_text().splitlines()
-    assert sum(" create " in f" {c} " for c in calls) == 3 and not any("ssh" in c for c in calls)
-    assert "create failed 3 times" in capsys.readouterr().out
-
-
-def test_tpu_vm_dry_run_and_missing_gcloud(shipped, tmp_path, monkeypatch, capsys):
-    runs = [Run("a", {"model.depth": 101}, "imagenet:resnetrs50_i160")]
-    assert tpu_vm.launch(runs, tpu_args("gs://bucket/sweep", shipped, dry_run=True)) == 0
-    out = capsys.readouterr().out
-    for phase in ("create", "ship", "setup", "train", "delete"):
-        assert f"# a {phase}" in out
-    assert "--workdir=gs://bucket/sweep/a" in out
-    monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud here
-    with pytest.raises(ValueError, match="gcloud is not on PATH"):
-        tpu_vm.launch(runs, tpu_args("gs://bucket/sweep", shipped))
-    with pytest.raises(ValueError, match="--project"):
-        tpu_vm.launch(runs, tpu_args("gs://bucket/sweep", shipped, project=None, dry_run=True))
-
-
-def test_tpu_vm_bad_shipment_is_one_line_before_any_launch(shipped, tmp_path, monkeypatch):
-    runs = [Run("a", {"model.depth": 101}, "imagenet:resnetrs50_i160")]
-    for bad, match in (
-        ({"wheel": str(tmp_path / "nope.whl")}, "is not a wheel file"),
-        ({"lock": str(tmp_path / "nope.txt")}, "does not exist"),
-    ):
-        with pytest.raises(UsageError, match=match):
-            tpu_vm.launch(runs, tpu_args("gs://b/s", {**shipped, **bad}, dry_run=True))
-    unpinned = tmp_path / "unpinned.txt"
-    unpinned.write_text("flax==0.12.8\n")
-    with pytest.raises(UsageError, match="pins no jax version"):
-        tpu_vm.launch(runs, tpu_args("gs://b/s", {**shipped, "lock": str(unpinned)}, dry_run=True))
-    monkeypatch.setattr(shipping, "checkout", lambda: None)  # an installed rsjax, no checkout
-    with pytest.raises(UsageError, match="pass --wheel"):
-        tpu_vm.launch(runs, tpu_args("gs://b/s", {**shipped, "wheel": None}, dry_run=True))
-
-
-def test_the_checkout_is_found_and_its_lock_shipped_by_default(shipped):
-    assert shipping.checkout() == REPO
-    payload = shipping.payload(wheel=shipped["wheel"])
-    assert payload.lock == REPO / "requirements" / "lock.txt"
-    assert payload.files == [shipped["wheel"], str(payload.lock)]

@@ -93,6 +93,8 @@ def prepare(
 
     In a multi-process run one process converts (`converter`); the others (converter=False) wait
     up to `wait_s` seconds for its dataset to appear in `data_dir` instead of writing it too.
+    Two runs converting into one `data_dir` at once (a sweep's) both end with the one that
+    finished first.
     """
     builder = FashionMnistDebian(data_dir=data_dir)
     if builder.is_prepared():
@@ -109,7 +111,13 @@ def prepare(
             builder = FashionMnistDebian(data_dir=data_dir)
         return builder
     check_files(manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-    )
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+        )
+    except FileExistsError:
+        # Another run (a sweep's runs share data_dir) finished the same conversion first.
+        builder = FashionMnistDebian(data_dir=data_dir)
+        if not builder.is_prepared():
+            raise
     return builder

@@ -3,11 +3,12 @@
 import argparse
 import collections
 import json
+import time
 
 from etils import epath
 
 from rsjax.errors import UsageError
-from rsjax.sweep import local, state
+from rsjax.sweep import attempts, local, state
 from rsjax.sweep.grid import Run
 from rsjax.sweep.loader import load_sweep
 
@@ -77,6 +78,9 @@ def launch(args: argparse.Namespace) -> int:
     if args.launcher == "tpu-vm":
         from rsjax.sweep import tpu_vm
 
+        if args.profile_only:
+            raise UsageError("--profile_only runs with --launcher local")
+
         return tpu_vm.launch(runs, args)
     if state.is_remote(args.workdir):
         raise UsageError(f"--launcher local needs a local --workdir, got {args.workdir}")
@@ -96,14 +100,41 @@ def launch(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    """Each run's state from its record and, for slice launches, its attempts."""
     workdir = epath.Path(args.workdir)
-    states = state.sweep_states(workdir)
-    counts = collections.Counter(s.state for s in states)
+    now = time.time()
+    rows, hours = [], 0.0
+    for s in state.sweep_states(workdir):
+        summary = attempts.summarize(attempts.read_attempts(workdir / s.name), now)
+        hours += summary.slice_hours
+        name = s.state
+        if summary.live and s.state in ("partial", "pending", "failed"):
+            name = summary.live  # a live attempt says more than the last record
+        detail = "; ".join(d for d in (s.detail, summary.text) if d)
+        rows.append((name, s.name, detail))
+    counts = collections.Counter(row[0] for row in rows)
     print(
-        f"{workdir}: {len(states)} runs: "
+        f"{workdir}: {len(rows)} runs: "
         + ", ".join(f"{counts[k]} {k}" for k in state.STATES if counts[k])
+        + (f"; {hours:.2f} slice-hours" if hours else "")
     )
-    for s in states:
-        if args.all or s.state in ("failed", "corrupt", "running", "partial"):
-            print(f"  {s.state:<9} {s.name}" + (f"  {s.detail}" if s.detail else ""))
+    for name, run, detail in rows:
+        if args.all or name in ("failed", "corrupt", "running", "queued", "partial"):
+            print(f"  {name:<9} {run}" + (f"  {detail}" if detail else ""))
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    """Prints one worker's log of a run's attempt (the newest by default)."""
+    history = attempts.read_attempts(args.run_dir)
+    if not history:
+        raise UsageError(f"{args.run_dir} has no slice attempts (was it launched on TPU?)")
+    numbers = [a.number for a in history]
+    number = numbers[-1] if args.attempt is None else args.attempt
+    if number not in numbers:
+        raise UsageError(f"{args.run_dir} has no attempt {number} (it has {numbers})")
+    path = attempts.attempt_dir(args.run_dir, number) / attempts.log_name(args.worker)
+    if not path.exists():
+        raise UsageError(f"no log from worker {args.worker} in attempt {number} yet: {path}")
+    print(path.read_text(), end="")
     return 0

@@ -31,8 +31,8 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 # A run's state: done (complete/profiled), failed, corrupt (unreadable result), running (locked
 # by a live process), partial (preempted, stopped, or checkpoints without a result), pending
-# (nothing yet).
-STATES = ("complete", "profiled", "failed", "corrupt", "running", "partial", "pending")
+# (nothing yet); on slices also queued (an attempt claimed, waiting for its slice).
+STATES = ("complete", "profiled", "failed", "corrupt", "running", "queued", "partial", "pending")
 
 
 # Result statuses that count as done: a training launch needs "complete"; a --profile_only
