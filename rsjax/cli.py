@@ -294,6 +294,11 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
         help="an ACTIVE slice silent this long is hung: deleted and retried",
     )  # fmt: skip
     tpu.add_argument("--poll_s", type=float, default=60.0, help="seconds between ticks")
+    tpu.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="exported on every worker, e.g. TFDS_DATA_DIR=gs://B/tensorflow_datasets (where "
+        "every run reads its data, with no run id changed); repeatable",
+    )  # fmt: skip
     tpu.add_argument("--wheel", help="rsjax wheel to install (default: built from this checkout)")
     tpu.add_argument("--lock", help="lock file to install (default: this checkout's)")
     tpu.add_argument("--dry_run", action="store_true", help="print every create and script only")

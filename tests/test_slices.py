@@ -56,7 +56,8 @@ FAKE_RSJAX = textwrap.dedent(
     if args["config.name"] in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
         record.fail(FloatingPointError("loss is nan at step 3"))
         sys.exit(1)
-    record.complete(metrics={"ema_top1": 0.5}, train={"resumed_from_step": start})
+    seen = {"tfds_data_dir": os.environ.get("TFDS_DATA_DIR", "")}
+    record.complete(metrics={"ema_top1": 0.5, **seen}, train={"resumed_from_step": start})
     """
 )
 
@@ -110,6 +111,7 @@ def fake_cloud(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_GCLOUD_STATE", str(fake.state_file))
     monkeypatch.setenv("FAKE_GCLOUD_VENV", str(root / "venv"))
+    monkeypatch.setenv("FAKE_GCLOUD_BUCKET", str(root / "bucket"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the workers import this checkout
     yield fake
     left = fake.state()["resources"]
@@ -182,6 +184,7 @@ def test_the_startup_script_passes_bash_n_and_shellcheck(payload, tmp_path):
         startup.Attempt(run, "gs://b/fig3/" + run.name, 3, "rsjax-fig3-abc-a3", "gs://b/fig3/_s"),
         payload,
         qr,
+        env={"TFDS_DATA_DIR": "gs://b/tensorflow datasets"},
     )
     path = tmp_path / "startup.sh"
     path.write_text(script)
@@ -194,6 +197,7 @@ def test_the_startup_script_passes_bash_n_and_shellcheck(payload, tmp_path):
     assert f"'jax[tpu]=={jax_version}'" in script and "python3.11" in script
     assert "--config.data.area_range=(0.08,1.0)" in script and "--jax_distributed" in script
     assert "queued-resources delete rsjax-fig3-abc-a3" in script
+    assert "export TFDS_DATA_DIR='gs://b/tensorflow datasets'\n" in script
 
 
 def test_a_sweep_runs_on_two_slices_with_a_preemption_and_a_failure(
@@ -245,6 +249,23 @@ def test_quota_errors_back_off_and_failed_creates_and_deletes_leave_nothing(
     leaving = calls[third][1]
     assert calls[third + 1 : third + 3] == [("describe", leaving), ("delete", leaving)]
     assert fake_cloud.live() == []
+
+
+def test_launch_env_reaches_every_run_and_bad_env_is_one_line(fake_cloud, payload, tmp_path):
+    """--env KEY=VALUE is exported on every worker (TFDS_DATA_DIR: where the data lives, outside
+    the config, so the run ids stay those of the sweep file)."""
+    runs = grid(2)
+    ids = [run.run_id for run in runs]
+    ctl = controller(runs, tmp_path / "w", payload)
+    ctl.env = startup.parse_env(["TFDS_DATA_DIR=gs://b/tfds"])
+    assert run_until_done(ctl) == 0
+    for run in runs:
+        metrics = read_result(tmp_path / "w" / run.name / "result.json")["metrics"]
+        assert metrics["tfds_data_dir"] == str(tmp_path / "cloud" / "bucket" / "b" / "tfds")
+    assert [run.run_id for run in runs] == ids
+    for bad in (["NOEQUALS"], ["1BAD=x"], ["A-B=x"]):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            startup.parse_env(bad)
 
 
 def test_the_budget_stops_new_creates(fake_cloud, payload, tmp_path):

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from etils import epath
 
@@ -106,8 +106,10 @@ class Controller:
         limits: Limits = Limits(),
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.runs = list(runs)
+        self.env = dict(env or {})  # exported on every worker (startup.render)
         self.workdir = workdir.rstrip("/")
         self.qr = qr
         self.payload = payload
@@ -254,6 +256,7 @@ class Controller:
             ),
             self.payload,
             self.qr,
+            self.env,
         )
         path = os.path.join(self.scripts, f"{name}.sh")
         with open(path, "w") as f:

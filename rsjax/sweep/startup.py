@@ -13,7 +13,9 @@ RSJAX_COORDINATOR and RSJAX_NUM_WORKERS override it and JAX's auto-detection (fo
 """
 
 import dataclasses
+import re
 import shlex
+from collections.abc import Mapping, Sequence
 
 from rsjax.sweep import cloud, shipping
 from rsjax.sweep.grid import Run
@@ -37,6 +39,20 @@ class Attempt:
     heartbeat_s: float = 30.0
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` flags as a dict; ValueError for an item that is not one."""
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"--env {item!r} is not KEY=VALUE with KEY a variable name")
+        env[key] = value
+    return env
+
+
 def config_flags(run: Run) -> list[str]:
     """`--config.KEY=VALUE` flags that reproduce the run's config on the command line: its
     identity (name, sweep: the record carries the run id `rsjax sweep plan` prints), then its
@@ -57,10 +73,17 @@ def train_args(run: Run, run_dir: str) -> list[str]:
 
 
 def render(
-    attempt: Attempt, payload: shipping.Payload, qr: cloud.QueuedResources, extra: str = "train"
+    attempt: Attempt,
+    payload: shipping.Payload,
+    qr: cloud.QueuedResources,
+    env: Mapping[str, str] | None = None,
+    extra: str = "train",
 ) -> str:
-    """The bash startup script of `attempt` (see the module docstring)."""
+    """The bash startup script of `attempt` (see the module docstring); `env` is exported before
+    the install (e.g. TFDS_DATA_DIR=gs://B/tensorflow_datasets: where every run reads its data,
+    outside the configs, so no run id changes)."""
     q = shlex.quote
+    exports = "".join(f"export {key}={q(value)}\n" for key, value in (env or {}).items())
     wheel, lock = payload.wheel.name, payload.lock.name
     jax_version = shipping.locked_version(payload.lock, "jax")
     delete = shlex.join(qr.argv("delete", attempt.resource, "--force", "--quiet", "--async"))
@@ -68,7 +91,7 @@ def render(
     return f"""#!/bin/bash
 # rsjax: attempt {attempt.attempt} of run {attempt.run.name} ({attempt.run.run_id}) on this worker.
 set -euo pipefail
-RUN_DIR={q(attempt.run_dir)}
+{exports}RUN_DIR={q(attempt.run_dir)}
 SHIP={q(attempt.ship_dir)}
 VENV={VENV}
 WORKER_ID="${{RSJAX_WORKER_ID:-$(curl -sf -H 'Metadata-Flavor: Google' \

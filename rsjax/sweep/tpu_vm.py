@@ -60,9 +60,13 @@ def launch(runs: Sequence[Run], args: argparse.Namespace) -> int:
     _check_gcloud(args.dry_run)
     if not args.workdir.startswith("gs://") and not args.dry_run:
         print(f"[tpu] note: {args.workdir} is not gs://; the slices must be able to reach it")
+    try:
+        env = startup.parse_env(getattr(args, "env", None) or [])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     payload = shipping.payload(args.wheel, args.lock)
     qr = cloud.QueuedResources(spec)
-    controller = slices.Controller(runs, args.workdir, qr, payload, limits)
+    controller = slices.Controller(runs, args.workdir, qr, payload, limits, env=env)
     if args.dry_run:
         return dry_run(controller)
     print(f"[tpu] {len(runs)} runs -> {args.workdir} on up to {limits.max_slices} "
@@ -93,6 +97,7 @@ def dry_run(controller: slices.Controller) -> int:
             ),
             controller.payload,
             qr,
+            controller.env,
         )
         create = qr.create_argv(name, cloud.labels(sweep, run.run_id, 1), f"{name}.sh")
         print(f"# {run.name}: create\n{shlex.join(create)}\n# {name}.sh\n{script}")
