@@ -1,4 +1,5 @@
-"""The model zoo table: every preset's layout, parameters and FLOPs beside the paper's Table 7."""
+"""The model zoo table: every preset's layout, parameters and FLOPs beside the paper's Table 7
+(its ResNet-RS and EfficientNet rows)."""
 
 import dataclasses
 
@@ -29,6 +30,22 @@ def _table7_lookup() -> dict[tuple[int, int], dict]:
     return {(r["depth"], r["image_resolution"]): r for r in paper_tables.resnet_rs_rows()}
 
 
+def _table7_efficientnets() -> dict[str, dict]:
+    """ "efficientnet_b0" -> Table 7's EfficientNet-B0 row."""
+    return {
+        "efficientnet_" + r["model"].rsplit("-", 1)[-1].lower(): r
+        for r in paper_tables.load("table7_pareto")
+        if r["family"] == "efficientnet"
+    }
+
+
+def _paper_row(name: str, model, resolution: int, table7: dict) -> dict | None:
+    if get_preset(name).family == "efficientnet":
+        row = _table7_efficientnets().get(name)
+        return row if row and row["image_resolution"] == resolution else None
+    return table7.get((model.depth, resolution)) if model.width_multiplier == 1.0 else None
+
+
 def zoo_rows(
     names: list[str] | None = None, extra_table7: bool = True, xla: bool = False
 ) -> list[ZooRow]:
@@ -41,15 +58,18 @@ def zoo_rows(
     names = names if names is not None else list_models(include_widths=False)
     todo = [(name, get_preset(name).default_resolution) for name in names]
     if extra_table7:
-        listed = {(get_preset(n).kwargs["depth"], r) for n, r in todo if "_w" not in n}
+        listed = {
+            (get_preset(n).kwargs["depth"], r)
+            for n, r in todo
+            if "_w" not in n and get_preset(n).family == "resnet_rs"
+        }
         todo += [(f"resnetrs{d}", r) for (d, r) in table7 if (d, r) not in listed]
     rows = []
     variables_cache: dict[str, object] = {}
     for name, resolution in todo:
         model = create_model(name)
         variables = variables_cache.setdefault(name, abstract_variables(model))
-        width = model.width_multiplier
-        paper = table7.get((model.depth, resolution)) if width == 1.0 else None
+        paper = _paper_row(name, model, resolution, table7)
         rows.append(
             ZooRow(
                 name=name,

@@ -9,7 +9,7 @@ from rsjax import cli, configs
 from rsjax.data import input_pipeline
 from rsjax.errors import UsageError
 from rsjax.results import collect, read_result
-from rsjax.sweep import Run, state, tpu_vm, worker
+from rsjax.sweep import Run, startup, state, worker
 from tests.test_lifecycle import failing_after
 
 TINY = {
@@ -83,8 +83,8 @@ def test_crashed_complete_and_hand_started_runs_share_the_planned_id(
     assert len(df.attrs["summary"].duplicates) == 1
 
 
-def test_a_run_started_from_its_tpu_vm_command_has_the_planned_identity():
-    """The TPU VM launcher's `rsjax train` flags rebuild the run's config: same id, name, sweep."""
+def test_a_run_started_from_its_startup_script_command_has_the_planned_identity():
+    """The startup script's `rsjax train` flags rebuild the run's config: same id, name, sweep."""
     run = Run(
         "d101-w1.5",
         {"model.depth": 101, "model.width_multiplier": 1.5, "num_epochs": 350.0,
@@ -93,7 +93,7 @@ def test_a_run_started_from_its_tpu_vm_command_has_the_planned_identity():
         sweep="paper_fig3",
     )  # fmt: skip
     spec, overrides, rest = configs.split_flags(
-        ["--config", run.base, *tpu_vm.config_flags(run)], "test"
+        ["--config", run.base, *startup.config_flags(run)], "test"
     )
     assert rest == []
     config = configs.load(spec, overrides, as_text=True)

@@ -1,6 +1,8 @@
-"""ResNet-RS models: `ResNetRS`, block layouts, named presets and timm weight conversion."""
+"""ResNet-RS and EfficientNet models: `ResNetRS`, `EfficientNet`, block layouts, named presets
+(`create_model`) and timm weight conversion."""
 
 from rsjax.models.convert import from_timm_state_dict
+from rsjax.models.efficientnet import EfficientNet
 from rsjax.models.layouts import BLOCK_LAYOUTS, resolve_stage_sizes
 from rsjax.models.registry import PRESETS, Preset, create_model, get_preset, list_models
 from rsjax.models.resnet_rs import ResNetRS, abstract_variables, stage_drop_rates
@@ -8,6 +10,7 @@ from rsjax.models.resnet_rs import ResNetRS, abstract_variables, stage_drop_rate
 __all__ = [
     "BLOCK_LAYOUTS",
     "PRESETS",
+    "EfficientNet",
     "Preset",
     "ResNetRS",
     "abstract_variables",

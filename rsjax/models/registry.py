@@ -1,4 +1,4 @@
-"""Named ResNet-RS presets, all built by one function.
+"""Named model presets, ResNet-RS and EfficientNet, all built by one function (`create_model`).
 
 Depth presets `resnetrs{depth}` exist for every layout in `BLOCK_LAYOUTS` (the seven Table 11 depths
 of the released models plus the scaling-study depths 26, 300 and 400). Width-scaled variants of the
@@ -9,12 +9,20 @@ written without a trailing zero and "p" for the decimal point: `resnetrs101_w1p5
 Each preset records the training resolution and regularisation of the paper's Table 8 where the
 paper trains it (`default_resolution`, `dropout_rate`, `stochastic_depth_rate`), so that the zoo can
 print FLOPs at the preset's resolution.
+
+EfficientNet presets `efficientnet_b0` ... `efficientnet_b7` (the paper's comparison family) carry
+tensorflow/tpu's (width, depth, resolution, dropout) and the eval preprocessing their weights
+expect: a central crop of r / (r + 32) and bicubic resizing.
 """
 
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
+
 from rsjax import paper_tables
+from rsjax.models import efficientnet
+from rsjax.models.efficientnet import EfficientNet
 from rsjax.models.layouts import BLOCK_LAYOUTS
 from rsjax.models.resnet_rs import ResNetRS
 
@@ -29,6 +37,12 @@ class Preset:
     kwargs: dict[str, Any]
     default_resolution: int
     description: str
+    family: str = "resnet_rs"  # a key of FAMILIES
+    eval_crop_fraction: float | None = None  # what its weights expect (None: the config's)
+    resize_method: str | None = None
+
+
+FAMILIES: dict[str, type[nn.Module]] = {"resnet_rs": ResNetRS, "efficientnet": EfficientNet}
 
 
 def _table8_defaults() -> dict[int, tuple[int, float, float]]:
@@ -83,16 +97,31 @@ def _build_registry() -> dict[str, Preset]:
                 resolution,
                 f"ResNet-RS-{depth}, width x{width:g} (scaling study)",
             )
+    for variant, (width, depth, resolution, dropout) in efficientnet.SCALING.items():
+        name = f"efficientnet_{variant}"
+        registry[name] = Preset(
+            name,
+            dict(width=width, depth=depth, dropout_rate=dropout),
+            resolution,
+            f"EfficientNet-{variant.upper()} (Tan & Le, 2019; tensorflow/tpu)",
+            family="efficientnet",
+            eval_crop_fraction=resolution / (resolution + 32),
+            resize_method="bicubic",
+        )
     return registry
 
 
 PRESETS: dict[str, Preset] = _build_registry()
 
 
-def list_models(include_widths: bool = True) -> list[str]:
-    """Names of the registered presets, by depth then width."""
-    names = PRESETS.keys() if include_widths else (n for n in PRESETS if "_w" not in n)
-    return list(names)
+def list_models(include_widths: bool = True, family: str | None = None) -> list[str]:
+    """Names of the registered presets (ResNet-RS by depth then width, then EfficientNet), of
+    one `family` when given."""
+    return [
+        name
+        for name, preset in PRESETS.items()
+        if (include_widths or "_w" not in name) and family in (None, preset.family)
+    ]
 
 
 def get_preset(name: str) -> Preset:
@@ -100,12 +129,13 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(
             f"Unknown model {name!r}; known models: {', '.join(list_models(False))} "
-            "(and their _w{0p25,0p5,1p5,2} width variants)."
+            "(and the ResNet-RS _w{0p25,0p5,1p5,2} width variants)."
         )
     return PRESETS[name]
 
 
-def create_model(name: str, **overrides: Any) -> ResNetRS:
-    """Builds the preset `name`, with any `ResNetRS` field overridden (e.g. num_classes=10)."""
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Builds the preset `name` (a `ResNetRS` or an `EfficientNet`), with any field of its
+    module overridden (e.g. num_classes=10)."""
     preset = get_preset(name)
-    return ResNetRS(**{**preset.kwargs, **overrides})
+    return FAMILIES[preset.family](**{**preset.kwargs, **overrides})
