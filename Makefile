@@ -31,8 +31,8 @@ help:
 	@echo "make test         create $(VENV) if needed (and install libjemalloc2 and shellcheck when root) and run the default test suite"
 	@echo "make test-slow    the second tier: kill/resume subprocesses, 8-device sharding, notebooks,"
 	@echo "                  mock ImageNet, checkpoint fallback, the models-only wheel (CI runs both tiers)"
-	@echo "make parity       live timm comparison for resnetrs50 (creates $(REF_VENV) with torch)"
-	@echo "make parity-slow  the same for resnetrs50 and resnetrs152"
+	@echo "make parity       live timm comparison for resnetrs50 and tf_efficientnet_b0 (creates $(REF_VENV) with torch)"
+	@echo "make parity-slow  the same for resnetrs50, resnetrs152, tf_efficientnet_b0 and b3"
 	@echo "make compat       the model tests in a models-only install at the lowest declared jax/flax/numpy"
 	@echo "make lock         write $(VENV)'s versions to $(LOCK) (after make test passes with them)"
 	@echo "make lint         ruff check"
@@ -87,7 +87,8 @@ lock: venv
 # checkout is not on sys.path first). The newest versions are the lock's: make test runs them, and
 # tests/test_packaging.py installs the wheel models-only at those.
 MODEL_TESTS := tests/test_batch_norm.py tests/test_conv.py tests/test_convert.py \
-  tests/test_models.py tests/test_models_only.py tests/test_profiling.py tests/test_scan_remat.py
+  tests/test_efficientnet.py tests/test_models.py tests/test_models_only.py tests/test_profiling.py \
+  tests/test_scan_remat.py
 compat:
 	rm -rf $(COMPAT_VENV) build/wheel
 	$(PYTHON) -m venv $(COMPAT_VENV)
@@ -99,7 +100,7 @@ compat:
 	RSJAX_EXPECT_INSTALLED=1 $(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider \
 	  --import-mode=append $(MODEL_TESTS)
 
-PARITY_MODELS ?= resnetrs50
+PARITY_MODELS ?= resnetrs50 tf_efficientnet_b0
 parity: venv $(REF_VENV)/.installed
 	mkdir -p $(PARITY_DIR)
 	refs=""; for m in $(PARITY_MODELS); do \
@@ -109,12 +110,14 @@ parity: venv $(REF_VENV)/.installed
 	RSJAX_TIMM_REFERENCES=$${refs} $(PYTEST) -q -s -m parity tests/test_timm_parity.py
 
 parity-slow:
-	$(MAKE) parity PARITY_MODELS="resnetrs50 resnetrs152"
+	$(MAKE) parity PARITY_MODELS="resnetrs50 resnetrs152 tf_efficientnet_b0 tf_efficientnet_b3"
 
 fixtures: $(REF_VENV)/.installed
 	$(REF_VENV)/bin/python tests/parity/timm_reference.py --tiny --out tests/fixtures/timm_tiny_resnetrs.npz
 	$(REF_VENV)/bin/python tests/parity/timm_reference.py --tiny tiny_scan \
 	  --out tests/fixtures/timm_tiny_scan_resnetrs.npz
+	for size in even odd; do $(REF_VENV)/bin/python tests/parity/timm_reference.py \
+	  --tiny tiny_efficientnet_$$size --out tests/fixtures/timm_tiny_efficientnet_$$size.npz; done
 
 lint: venv
 	$(VENV)/bin/ruff check .

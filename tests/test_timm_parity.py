@@ -1,7 +1,7 @@
-"""Numerical parity with timm's ResNet-RS (same weights -> same logits).
+"""Numerical parity with timm's ResNet-RS and tf_efficientnet (same weights -> same logits).
 
-The golden fixture (tests/fixtures/timm_tiny_resnetrs.npz, written by tests/parity/timm_reference.py
-in the torch environment) is checked in every run without torch. The live comparison for full
+The golden fixtures (tests/fixtures/timm_tiny_*.npz, written by tests/parity/timm_reference.py
+in the torch environment) are checked in every run without torch. The live comparison for full
 presets (`parity` marker) reads reference files that `make parity` writes with timm just before;
 their paths come in RSJAX_TIMM_REFERENCES (comma-separated).
 """
@@ -14,27 +14,47 @@ import jax
 import numpy as np
 import pytest
 
-from rsjax.models import ResNetRS, create_model, from_timm_state_dict
+from rsjax.models import EfficientNet, ResNetRS, create_model, efficientnet, from_timm_state_dict
 from rsjax.models.conv import CONCRETE_CONV_IMPLS
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "timm_tiny_resnetrs.npz"  # layout 2-1-1-1
 SCAN_FIXTURE = FIXTURES / "timm_tiny_scan_resnetrs.npz"  # 1-3-1-1: c3 scans two blocks
+# Three MBConv stages at an even size (asymmetric 'SAME' padding at stride 2) and an odd one.
+EFFICIENTNET_FIXTURES = [
+    FIXTURES / "timm_tiny_efficientnet_even.npz",
+    FIXTURES / "timm_tiny_efficientnet_odd.npz",
+]
 TOLERANCE = 1e-4  # max abs logit difference, fp32 (the issue's bound)
 
 
 def load_reference(
     path: pathlib.Path, conv_impl: str = "auto", scan_blocks: bool = False
-) -> tuple[ResNetRS, dict, dict]:
-    """(rsjax model, timm state dict, arrays) from a reference .npz."""
+) -> tuple[ResNetRS | EfficientNet, dict, dict]:
+    """(rsjax model, timm state dict, arrays) from a reference .npz (conv_impl and scan_blocks
+    are ResNet-RS options)."""
     ref = np.load(path)
     meta = json.loads(str(ref["meta"]))
     state_dict = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("state_dict/")}
-    kwargs = dict(meta["rsjax"], conv_impl=conv_impl, scan_blocks=scan_blocks)
+    kwargs = dict(meta["rsjax"])
     name = kwargs.pop("name", None)
-    model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
+    if kwargs.pop("family", None) == "efficientnet":
+        blocks = tuple(efficientnet.BlockArgs(*b) for b in kwargs.pop("blocks"))
+        model = EfficientNet(blocks=blocks, **kwargs)
+    elif name and name.startswith("efficientnet"):
+        model = create_model(name, **kwargs)
+    else:
+        kwargs.update(conv_impl=conv_impl, scan_blocks=scan_blocks)
+        model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
     arrays = {k: ref[k] for k in ("images_nhwc", "logits_eval", "logits_train")}
     return model, state_dict, arrays
+
+
+def deterministic(model: ResNetRS | EfficientNet) -> ResNetRS | EfficientNet:
+    """`model` without dropout and stochastic depth, as timm's reference ran in train mode."""
+    if isinstance(model, EfficientNet):
+        return model.clone(dropout_rate=0.0, drop_connect_rate=0.0)
+    return model.clone(dropout_rate=0.0, stochastic_depth_rate=0.0)
 
 
 def max_logit_errors(
@@ -45,7 +65,7 @@ def max_logit_errors(
     variables = from_timm_state_dict(model, state_dict)
     images = arrays["images_nhwc"]
     eval_logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
-    train_model = model.clone(dropout_rate=0.0)  # timm's reference ran with drop_rate 0
+    train_model = deterministic(model)
     train_logits, _ = jax.jit(
         lambda v, x: train_model.apply(v, x, train=True, mutable=["batch_stats"])
     )(variables, images)
@@ -62,6 +82,33 @@ def test_golden_fixture_matches_timm(path, conv_impl, scan_blocks):
     eval_err, train_err = max_logit_errors(path, conv_impl, scan_blocks)
     assert eval_err < TOLERANCE, eval_err
     assert train_err < TOLERANCE, train_err
+
+
+@pytest.mark.parametrize("path", EFFICIENTNET_FIXTURES, ids=lambda p: p.stem)
+def test_efficientnet_golden_fixture_matches_timm(path):
+    eval_err, train_err = max_logit_errors(path)
+    assert eval_err < TOLERANCE, eval_err
+    assert train_err < TOLERANCE, train_err
+
+
+def _symmetric_padding(kernel: int, stride: int) -> list[tuple[int, int]]:
+    return [((kernel - 1) // 2, (kernel - 1) // 2)] * 2
+
+
+@pytest.mark.parametrize(
+    "attribute, replacement",
+    [("conv_padding", _symmetric_padding), ("BN_EPSILON", 1e-5)],
+    ids=["symmetric_padding", "bn_eps_1e-5"],
+)
+def test_efficientnet_fixture_catches_padding_and_bn_epsilon(monkeypatch, attribute, replacement):
+    """The even-size fixture fails with PyTorch-style symmetric padding (which the odd size
+    cannot tell from 'SAME') and with BatchNorm's usual epsilon instead of TF's 1e-3."""
+    even, odd = EFFICIENTNET_FIXTURES
+    monkeypatch.setattr(efficientnet, attribute, replacement)
+    eval_err, train_err = max_logit_errors(even)
+    assert eval_err > TOLERANCE and train_err > TOLERANCE, (eval_err, train_err)
+    if attribute == "conv_padding":
+        assert max(max_logit_errors(odd)) < TOLERANCE
 
 
 def test_the_scan_fixture_really_scans():
@@ -90,9 +137,20 @@ def _live_references() -> list[pathlib.Path]:
     return [pathlib.Path(p) for p in paths.split(",") if p]
 
 
+def _live_cases() -> list[tuple[pathlib.Path, str]]:
+    """(reference, conv_impl): every ResNet-RS reference with each convolution implementation,
+    EfficientNet ones once (they have one)."""
+    return [
+        (path, impl)
+        for path in _live_references()
+        for impl in (("auto",) if "efficientnet" in path.stem else CONCRETE_CONV_IMPLS)
+    ]
+
+
 @pytest.mark.parity
-@pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
-@pytest.mark.parametrize("path", _live_references(), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path, conv_impl", _live_cases(), ids=lambda v: v.stem if hasattr(v, "stem") else v
+)
 def test_live_timm_parity(path, conv_impl):
     eval_err, train_err = max_logit_errors(path, conv_impl)
     print(f"{path.stem} ({conv_impl}): max |logit diff| eval {eval_err:.2e}, train {train_err:.2e}")

@@ -1,17 +1,22 @@
-"""Weight conversion from timm's `resnetrs*` PyTorch models to rsjax variables.
+"""Weight conversion from timm's PyTorch ports of the tensorflow/tpu checkpoints to rsjax
+variables: `resnetrs*` into `ResNetRS`, `tf_efficientnet_b*` into `EfficientNet`.
 
-timm's ResNet-RS port of the tensorflow/tpu checkpoints names its modules
-`conv1.{0,3,6}` / `bn1` / `maxpool.{0,1}` (deep stem), `layer{1..4}.{j}.{conv,bn}{1,2,3}`,
-`layer{i}.{j}.se.fc{1,2}`, `layer{i}.0.downsample.{1,2}` (ResNet-D shortcut) and `fc`.
+timm's ResNet-RS names its modules `conv1.{0,3,6}` / `bn1` / `maxpool.{0,1}` (deep stem),
+`layer{1..4}.{j}.{conv,bn}{1,2,3}`, `layer{i}.{j}.se.fc{1,2}`, `layer{i}.0.downsample.{1,2}`
+(ResNet-D shortcut) and `fc`. Its EfficientNet names `conv_stem` / `bn1`, `blocks.{s}.{j}.*`
+(`conv_dw`, `se.conv_reduce`, `se.conv_expand`, `conv_pw`, `bn1`, `bn2` in the unexpanded first
+stage; `conv_pw`, `bn1`, `conv_dw`, `bn2`, `conv_pwl`, `bn3` in the others), `conv_head` / `bn2`
+and `classifier`. Depthwise kernels [C, 1, k, k] become flax's [k, k, 1, C].
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
 import jax.numpy as jnp
 import numpy as np
 
+from rsjax.models.efficientnet import EfficientNet
 from rsjax.models.resnet_rs import ResNetRS, abstract_variables
 from rsjax.models.scanned import stack_blocks
 
@@ -43,6 +48,32 @@ _LEAF_NAMES = {
 }
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
+_EFFICIENTNET_TOP = {
+    "stem_conv": "conv_stem",
+    "stem_bn": "bn1",
+    "head_conv": "conv_head",
+    "head_bn": "bn2",
+    "classifier": "classifier",
+}
+# rsjax MBConv submodule -> timm, in blocks with an expansion conv (InvertedResidual) and in
+# those without (DepthwiseSeparableConv).
+_MBCONV_NAMES = {
+    "expand_conv": "conv_pw",
+    "expand_bn": "bn1",
+    "depthwise_conv": "conv_dw",
+    "depthwise_bn": "bn2",
+    "se_reduce": "se.conv_reduce",
+    "se_expand": "se.conv_expand",
+    "project_conv": "conv_pwl",
+    "project_bn": "bn3",
+}
+_UNEXPANDED_NAMES = {
+    **_MBCONV_NAMES,
+    "depthwise_bn": "bn1",
+    "project_conv": "conv_pw",
+    "project_bn": "bn2",
+}
+
 
 def timm_key(collection: str, path: tuple[str, ...]) -> str:
     """The timm state-dict key of the rsjax variable `variables[collection][path]`."""
@@ -55,6 +86,22 @@ def timm_key(collection: str, path: tuple[str, ...]) -> str:
     elif top.startswith("c") and "_block" in top:
         stage, block = top[1:].split("_block")
         module = f"layer{int(stage) - 1}.{int(block)}.{_BLOCK_NAMES.get(rest, rest)}"
+    else:
+        raise KeyError(f"no timm name for rsjax module {'/'.join(modules)!r}")
+    return f"{module}.{_LEAF_NAMES[(collection, leaf)]}"
+
+
+def efficientnet_timm_key(collection: str, path: tuple[str, ...], expanded: bool = True) -> str:
+    """The timm `tf_efficientnet_*` state-dict key of the rsjax EfficientNet variable
+    `variables[collection][path]`; `expanded`: its block has an expansion conv."""
+    *modules, leaf = path
+    top = modules[0]
+    if top in _EFFICIENTNET_TOP and len(modules) == 1:
+        module = _EFFICIENTNET_TOP[top]
+    elif top.startswith("stage") and "_block" in top and len(modules) == 2:
+        stage, block = top[len("stage") :].split("_block")
+        names = _MBCONV_NAMES if expanded else _UNEXPANDED_NAMES
+        module = f"blocks.{int(stage)}.{int(block)}.{names[modules[1]]}"
     else:
         raise KeyError(f"no timm name for rsjax module {'/'.join(modules)!r}")
     return f"{module}.{_LEAF_NAMES[(collection, leaf)]}"
@@ -78,12 +125,15 @@ def _to_flax_layout(array: np.ndarray, target_ndim: int) -> np.ndarray:
     return array
 
 
-def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Converts a timm `resnetrs*` state dict into rsjax variables {"params", "batch_stats"}.
+def from_timm_state_dict(
+    model: ResNetRS | EfficientNet, state_dict: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Converts a timm state dict into rsjax variables {"params", "batch_stats"}: `resnetrs*`
+    for a `ResNetRS`, `tf_efficientnet_*` for an `EfficientNet`.
 
     Args:
-      model: the rsjax model whose structure the state dict must fill exactly (unrolled or
-        `scan_blocks=True`: the result has that model's layout).
+      model: the rsjax model whose structure the state dict must fill exactly (a ResNetRS
+        unrolled or `scan_blocks=True`: the result has that model's layout).
       state_dict: timm tensor name -> torch tensor or numpy array
         (e.g. from `safetensors.numpy.load_file`).
 
@@ -91,14 +141,32 @@ def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict
       ValueError: a key missing from or unexpected in the state dict, or a shape mismatch; the
         message names the key.
     """
+    if isinstance(model, EfficientNet):
+        abstract = abstract_variables(model, channels=_input_channels(state_dict, "conv_stem"))
+        params = abstract["params"]
+
+        def key_fn(collection: str, path: tuple[str, ...]) -> str:
+            expanded = path[0] not in params or "expand_conv" in params[path[0]]
+            return efficientnet_timm_key(collection, path, expanded)
+
+        return _convert(abstract, state_dict, key_fn)
     if model.scan_blocks:
         return stack_blocks(from_timm_state_dict(model.clone(scan_blocks=False), state_dict))
-    abstract = abstract_variables(model, channels=_input_channels(state_dict))
+    key = _STEM_NAMES["conv1"]
+    abstract = abstract_variables(model, channels=_input_channels(state_dict, key))
+    return _convert(abstract, state_dict, timm_key)
+
+
+def _convert(
+    abstract: Any, state_dict: Mapping[str, Any], key_fn: Callable[[str, tuple[str, ...]], str]
+) -> dict[str, Any]:
+    """Fills every leaf of `abstract` from `state_dict[key_fn(collection, path)]`, in flax
+    layout; every state-dict key must be used."""
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
     used: set[str] = set()
     converted = {}
     for (collection, *path), spec in flat.items():
-        key = timm_key(collection, tuple(path))
+        key = key_fn(collection, tuple(path))
         if key not in state_dict:
             raise ValueError(
                 f"timm state dict is missing {key!r} (needed for rsjax "
@@ -123,9 +191,9 @@ def from_timm_state_dict(model: ResNetRS, state_dict: Mapping[str, Any]) -> dict
     return flax.traverse_util.unflatten_dict(converted)
 
 
-def _input_channels(state_dict: Mapping[str, Any]) -> int:
+def _input_channels(state_dict: Mapping[str, Any], stem_module: str) -> int:
     """Input channels C of the first stem conv (weight [O, C, 3, 3])."""
-    key = _STEM_NAMES["conv1"] + ".weight"
+    key = stem_module + ".weight"
     if key not in state_dict:
-        raise ValueError(f"timm state dict is missing {key!r}; is this a timm resnetrs model?")
+        raise ValueError(f"timm state dict is missing {key!r}; is it a timm model of this family?")
     return int(np.shape(state_dict[key])[1])

@@ -14,6 +14,7 @@ Images are expected normalised, `[B, H, W, C]`; logits are float32 `[B, num_clas
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -102,12 +103,19 @@ def _dense_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
+def conv_padding(kernel: int, stride: int) -> str:
+    """Every convolution's padding: TF 'SAME' (total k - 1 at stride 1; at stride 2 on an even
+    size one row less, taken from the start: (0, 1) for k = 3, (1, 2) for k = 5)."""
+    del kernel, stride
+    return "SAME"
+
+
 def _conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: str = "", **kw):
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
-        padding="SAME",
+        padding=conv_padding(kernel, stride),
         feature_group_count=groups,
         use_bias=False,
         kernel_init=_conv_init(depthwise=groups > 1),
@@ -116,9 +124,9 @@ def _conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: st
     )
 
 
-def _bn(train: bool, name: str) -> BatchNorm:
+def _bn(train: bool, name: str, momentum: float = BN_MOMENTUM) -> BatchNorm:
     return BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+        use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON, name=name
     )
 
 
@@ -136,18 +144,20 @@ class MBConv(nn.Module):
     expand_ratio: int
     se_ratio: float
     drop_rate: float
+    bn_momentum: float = BN_MOMENTUM
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         inputs = x
+        bn = functools.partial(_bn, train, momentum=self.bn_momentum)
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         expanded = self.input_filters * self.expand_ratio
         if self.expand_ratio != 1:
             x = _conv(expanded, 1, name="expand_conv", **kw)(x)
-            x = nn.swish(_bn(train, "expand_bn")(x))
+            x = nn.swish(bn("expand_bn")(x))
         x = _conv(expanded, self.kernel_size, self.stride, expanded, "depthwise_conv", **kw)(x)
-        x = nn.swish(_bn(train, "depthwise_bn")(x))
+        x = nn.swish(bn("depthwise_bn")(x))
         if 0 < self.se_ratio <= 1:
             reduced = max(1, int(self.input_filters * self.se_ratio))
             squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
@@ -159,7 +169,7 @@ class MBConv(nn.Module):
             )
             x = x * nn.sigmoid(squeezed)
         x = _conv(self.output_filters, 1, name="project_conv", **kw)(x)
-        x = _bn(train, "project_bn")(x)
+        x = bn("project_bn")(x)
         if self.stride == 1 and self.input_filters == self.output_filters:
             x = StochasticDepth(self.drop_rate)(x, deterministic=not train) + inputs
         return x
@@ -174,6 +184,11 @@ class EfficientNet(nn.Module):
       dropout_rate: before the classifier (B0 0.2 ... B7 0.5).
       drop_connect_rate: of the last block; block i of N drops with rate * i / N.
       num_classes: classifier outputs.
+      se_ratio: SE bottleneck as a fraction of each block's input channels (0: no SE).
+      stem_stride: of the stem conv (2; 1 keeps twice the resolution for small images).
+      bn_momentum: of the BatchNorm running statistics (TF's 0.99).
+      blocks: the unscaled stages (B0's by default; small ones for tests).
+      stem_filters, head_filters: unscaled channels of the stem and the 1x1 head conv.
       dtype: computation dtype; parameters and BN statistics stay float32.
     """
 
@@ -182,6 +197,12 @@ class EfficientNet(nn.Module):
     dropout_rate: float = 0.2
     drop_connect_rate: float = 0.2
     num_classes: int = 1000
+    se_ratio: float = 0.25
+    stem_stride: int = 2
+    bn_momentum: float = BN_MOMENTUM
+    blocks: tuple[BlockArgs, ...] = B0_BLOCKS
+    stem_filters: int = STEM_FILTERS
+    head_filters: int = HEAD_FILTERS
     dtype: Dtype = jnp.float32
 
     def stages(self) -> list[BlockArgs]:
@@ -192,8 +213,9 @@ class EfficientNet(nn.Module):
                 input_filters=round_filters(b.input_filters, self.width),
                 output_filters=round_filters(b.output_filters, self.width),
                 repeats=round_repeats(b.repeats, self.depth),
+                se_ratio=self.se_ratio,
             )
-            for b in B0_BLOCKS
+            for b in self.blocks
         ]
 
     def block_drop_rates(self) -> list[float]:
@@ -206,8 +228,10 @@ class EfficientNet(nn.Module):
         """Maps images [B, H, W, C] to float32 logits [B, num_classes]."""
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         x = jnp.asarray(images, self.dtype)
-        x = _conv(round_filters(STEM_FILTERS, self.width), 3, 2, name="stem_conv", **kw)(x)
-        x = nn.swish(_bn(train, "stem_bn")(x))
+        bn = functools.partial(_bn, train, momentum=self.bn_momentum)
+        stem = round_filters(self.stem_filters, self.width)
+        x = _conv(stem, 3, self.stem_stride, name="stem_conv", **kw)(x)
+        x = nn.swish(bn("stem_bn")(x))
         drop_rates = iter(self.block_drop_rates())
         for stage_index, stage in enumerate(self.stages()):
             for repeat in range(stage.repeats):
@@ -219,11 +243,12 @@ class EfficientNet(nn.Module):
                     expand_ratio=stage.expand_ratio,
                     se_ratio=stage.se_ratio,
                     drop_rate=next(drop_rates),
+                    bn_momentum=self.bn_momentum,
                     dtype=self.dtype,
                     name=f"stage{stage_index}_block{repeat}",
                 )(x, train)
-        x = _conv(round_filters(HEAD_FILTERS, self.width), 1, name="head_conv", **kw)(x)
-        x = nn.swish(_bn(train, "head_bn")(x))
+        x = _conv(round_filters(self.head_filters, self.width), 1, name="head_conv", **kw)(x)
+        x = nn.swish(bn("head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, name="head_dropout")(x, deterministic=not train)
         logits = nn.Dense(self.num_classes, kernel_init=_dense_init, name="classifier", **kw)(x)
@@ -233,5 +258,11 @@ class EfficientNet(nn.Module):
     def blocks_per_stage(self) -> tuple[int, ...]:
         return tuple(stage.repeats for stage in self.stages())
 
+    def num_downsamplings(self) -> int:
+        """Stride-2 layers: the stem (unless `stem_stride` 1) and the first block of each
+        stride-2 stage."""
+        return (self.stem_stride == 2) + sum(stage.stride == 2 for stage in self.blocks)
+
     def min_image_size(self) -> int:
-        return 32
+        """The smallest input size (px) that keeps every feature map at least 1x1."""
+        return 2 ** self.num_downsamplings()
