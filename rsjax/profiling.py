@@ -28,8 +28,12 @@ def flops_per_image(
 ) -> int:
     """Forward FLOPs (2 x MACs of convs and dense layers, padding taps included) for one image.
 
+    Counted on the model's XLA-convolution form (`conv_impl="xla"`: the same shapes, and a
+    depthwise convolution stays one operation rather than k * k elementwise products).
     `variables` (e.g. from `abstract_variables`) saves re-tracing the init when given.
     """
+    if getattr(model, "conv_impl", "xla") != "xla":
+        model = model.clone(conv_impl="xla")
     variables = variables or abstract_variables(model, channels)
     images = jax.ShapeDtypeStruct((1, resolution, resolution, channels), jnp.float32)
     closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)

@@ -1,5 +1,7 @@
 """Every convolution fast path against the plain XLA convolution: values and gradients."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,12 +97,13 @@ def test_xla_forward_takes_values_from_xla_and_gradients_from_im2col(stride):
         return lambda a, b: jnp.sum(jnp.sin(fn(a, b, stride)))
 
     np.testing.assert_array_equal(
-        conv_lib.conv2d_xla_forward(x, kernel, stride), conv2d_xla(x, kernel, stride)
+        conv_lib.conv2d_xla_forward(x, kernel, stride, "symmetric"), conv2d_xla(x, kernel, stride)
     )
     # Under differentiation the value and gradients are conv2d_im2col's (to fp32 rounding), also
     # under jit and jax.checkpoint (the remat policies wrap whole blocks).
     for wrap in (lambda f: f, jax.jit, jax.checkpoint):
-        got = jax.value_and_grad(wrap(loss(conv_lib.conv2d_xla_forward)), argnums=(0, 1))(x, kernel)
+        forward = functools.partial(conv_lib.conv2d_xla_forward, padding="symmetric")
+        got = jax.value_and_grad(wrap(loss(forward)), argnums=(0, 1))(x, kernel)
         want = jax.value_and_grad(loss(conv2d_im2col), argnums=(0, 1))(x, kernel)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)  # jit may reorder sums
@@ -162,3 +165,77 @@ def test_conv2d_dispatch(impl):
 def test_conv2d_rejects_bad_arguments(kernel_shape, impl, match):
     with pytest.raises(ValueError, match=match):
         conv2d(jnp.zeros((1, 6, 6, 2)), jnp.zeros(kernel_shape), 1, impl)
+
+
+def _lax_same(x, kernel, stride, groups=1):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )  # fmt: skip
+
+
+def test_same_pads_are_tf_same():
+    assert conv_lib.same_pads(32, 3, 2) == (0, 1)
+    assert conv_lib.same_pads(32, 5, 2) == (1, 2)
+    assert conv_lib.same_pads(33, 3, 2) == (1, 1)
+    assert conv_lib.same_pads(8, 3, 1) == (1, 1)
+    assert conv_lib.same_pads(8, 1, 2) == (0, 0)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        conv_lib.spatial_pads((1, 8, 8, 1), 3, 1, "valid")
+
+
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_same_padding_matches_lax_same(shape, impl):
+    """padding="same" is TF 'SAME' (lax's "SAME") in every implementation, values and gradients."""
+    x, kernel = _inputs(shape)
+    stride = shape[-1]
+
+    def loss(fn):
+        return lambda a, b: jnp.sum(jnp.sin(fn(a, b)))
+
+    ours = functools.partial(conv2d, stride=stride, impl=impl, padding="same")
+    want = functools.partial(_lax_same, stride=stride)
+    got_v, got_g = jax.value_and_grad(loss(ours), argnums=(0, 1))(x, kernel)
+    want_v, want_g = jax.value_and_grad(loss(want), argnums=(0, 1))(x, kernel)
+    np.testing.assert_allclose(got_v, want_v, rtol=RTOL, atol=ATOL)
+    for g, w in zip(got_g, want_g, strict=True):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("padding", ["same", "symmetric"])
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[5] > 1], ids=str)
+def test_depthwise_matches_grouped_lax_conv(shape, impl, padding):
+    """depthwise_conv2d against lax's grouped convolution (feature_group_count = C), values and
+    both gradients, at even and odd sizes, strides 1 and 2, 3x3 and 5x5."""
+    batch, height, width, channels, _, k, stride = shape
+    kx, kk = jax.random.split(jax.random.key(k * 10 + stride))
+    x = jax.random.normal(kx, (batch, height, width, channels))
+    kernel = jax.random.normal(kk, (k, k, 1, channels)) / k
+
+    def loss(fn):
+        return lambda a, b: jnp.sum(jnp.sin(fn(a, b)))
+
+    def want(a, b):
+        pads = conv_lib.spatial_pads(a.shape, k, stride, padding)
+        return jax.lax.conv_general_dilated(
+            a, b, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=channels,
+        )  # fmt: skip
+
+    ours = functools.partial(conv_lib.depthwise_conv2d, stride=stride, impl=impl, padding=padding)
+    got_v, got_g = jax.value_and_grad(loss(ours), argnums=(0, 1))(x, kernel)
+    want_v, want_g = jax.value_and_grad(loss(want), argnums=(0, 1))(x, kernel)
+    np.testing.assert_allclose(got_v, want_v, rtol=RTOL, atol=ATOL)
+    for g, w in zip(got_g, want_g, strict=True):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+    if padding == "same":
+        np.testing.assert_allclose(
+            ours(x, kernel), _lax_same(x, kernel, stride, channels), 1e-5, 1e-5
+        )
+
+
+def test_depthwise_rejects_a_regular_kernel():
+    with pytest.raises(ValueError, match=r"depthwise kernel for 4 channels"):
+        conv_lib.depthwise_conv2d(jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4)))

@@ -40,9 +40,9 @@ def load_reference(
     name = kwargs.pop("name", None)
     if kwargs.pop("family", None) == "efficientnet":
         blocks = tuple(efficientnet.BlockArgs(*b) for b in kwargs.pop("blocks"))
-        model = EfficientNet(blocks=blocks, **kwargs)
+        model = EfficientNet(blocks=blocks, conv_impl=conv_impl, **kwargs)
     elif name and name.startswith("efficientnet"):
-        model = create_model(name, **kwargs)
+        model = create_model(name, conv_impl=conv_impl, **kwargs)
     else:
         kwargs.update(conv_impl=conv_impl, scan_blocks=scan_blocks)
         model = create_model(name, **kwargs) if name else ResNetRS(**kwargs)
@@ -84,31 +84,31 @@ def test_golden_fixture_matches_timm(path, conv_impl, scan_blocks):
     assert train_err < TOLERANCE, train_err
 
 
+@pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
 @pytest.mark.parametrize("path", EFFICIENTNET_FIXTURES, ids=lambda p: p.stem)
-def test_efficientnet_golden_fixture_matches_timm(path):
-    eval_err, train_err = max_logit_errors(path)
+def test_efficientnet_golden_fixture_matches_timm(path, conv_impl):
+    eval_err, train_err = max_logit_errors(path, conv_impl)
     assert eval_err < TOLERANCE, eval_err
     assert train_err < TOLERANCE, train_err
 
 
-def _symmetric_padding(kernel: int, stride: int) -> list[tuple[int, int]]:
-    return [((kernel - 1) // 2, (kernel - 1) // 2)] * 2
-
-
+@pytest.mark.parametrize("conv_impl", CONCRETE_CONV_IMPLS)
 @pytest.mark.parametrize(
     "attribute, replacement",
-    [("conv_padding", _symmetric_padding), ("BN_EPSILON", 1e-5)],
+    [("conv_padding", lambda kernel, stride: "symmetric"), ("BN_EPSILON", 1e-5)],
     ids=["symmetric_padding", "bn_eps_1e-5"],
 )
-def test_efficientnet_fixture_catches_padding_and_bn_epsilon(monkeypatch, attribute, replacement):
+def test_efficientnet_fixture_catches_padding_and_bn_epsilon(
+    monkeypatch, attribute, replacement, conv_impl
+):
     """The even-size fixture fails with PyTorch-style symmetric padding (which the odd size
     cannot tell from 'SAME') and with BatchNorm's usual epsilon instead of TF's 1e-3."""
     even, odd = EFFICIENTNET_FIXTURES
     monkeypatch.setattr(efficientnet, attribute, replacement)
-    eval_err, train_err = max_logit_errors(even)
+    eval_err, train_err = max_logit_errors(even, conv_impl)
     assert eval_err > TOLERANCE and train_err > TOLERANCE, (eval_err, train_err)
     if attribute == "conv_padding":
-        assert max(max_logit_errors(odd)) < TOLERANCE
+        assert max(max_logit_errors(odd, conv_impl)) < TOLERANCE
 
 
 def test_the_scan_fixture_really_scans():
@@ -138,13 +138,8 @@ def _live_references() -> list[pathlib.Path]:
 
 
 def _live_cases() -> list[tuple[pathlib.Path, str]]:
-    """(reference, conv_impl): every ResNet-RS reference with each convolution implementation,
-    EfficientNet ones once (they have one)."""
-    return [
-        (path, impl)
-        for path in _live_references()
-        for impl in (("auto",) if "efficientnet" in path.stem else CONCRETE_CONV_IMPLS)
-    ]
+    """(reference, conv_impl): every reference with each convolution implementation."""
+    return [(path, impl) for path in _live_references() for impl in CONCRETE_CONV_IMPLS]
 
 
 @pytest.mark.parity

@@ -13,11 +13,18 @@ from rsjax.configs.identity import (
     with_added_keys,
 )
 from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
-from rsjax.configs.validation import DTYPES, MODEL_FIELDS, build_model, validate
+from rsjax.configs.validation import (
+    DTYPES,
+    EFFICIENTNET_FIELDS,
+    MODEL_FIELDS,
+    build_model,
+    validate,
+)
 
 __all__ = [
     "BUNDLED",
     "DTYPES",
+    "EFFICIENTNET_FIELDS",
     "IDENTITY_KEYS",
     "MODEL_FIELDS",
     "RESUMABLE_KEYS",

@@ -2,7 +2,10 @@
 
 Durations: `num_epochs` (float) unless `num_train_steps` > 0. Learning rate peaks at
 `optim.base_learning_rate x global_batch_size / 256` after `optim.warmup_epochs`, then decays to 0
-with a cosine. Weight decay is coupled L2 (gradient + wd * w) on everything but BatchNorm.
+with a cosine (`optim.schedule="exponential"`: x `optim.decay_rate` every `optim.decay_epochs`,
+counted from step 0, as EfficientNet). Weight decay is coupled L2 (gradient + wd * w) on everything
+but BatchNorm. `model.family` picks the network: "resnet_rs" (depth, stage_sizes, width) or
+"efficientnet" (width_multiplier and depth_multiplier scale B0; model.depth must be 0).
 """
 
 import ml_collections
@@ -18,7 +21,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
+    c.model.family = "resnet_rs"  # or "efficientnet" (rsjax.models.registry.FAMILIES)
     c.model.depth = 50
+    c.model.depth_multiplier = 1.0  # EfficientNet only: block repeats x this (B0 1.0 ... B7 3.1)
     c.model.stage_sizes = ()  # non-empty overrides the depth's layout
     c.model.width_multiplier = 1.0
     c.model.se_ratio = 0.25
@@ -73,11 +78,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.autotune = False
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"  # or "rmsprop" (TF1's, as EfficientNet: decay 0.9, eps 1e-3 in the sqrt)
     c.optim.base_learning_rate = 0.1  # per 256 examples
     c.optim.momentum = 0.9
-    c.optim.nesterov = True
+    c.optim.nesterov = True  # sgd only
+    c.optim.rmsprop_decay = 0.9  # rmsprop only: of the squared-gradient average
+    c.optim.rmsprop_epsilon = 1e-3  # rmsprop only
     c.optim.weight_decay = 4e-5
     c.optim.warmup_epochs = 5.0
+    c.optim.schedule = "cosine"  # or "exponential" (staircase)
+    c.optim.decay_rate = 0.97  # exponential only: the factor per decay_epochs
+    c.optim.decay_epochs = 2.4  # exponential only
 
     c.label_smoothing = 0.1
     c.ema_decay = 0.9999

@@ -40,7 +40,17 @@ STORAGE_KEYS = frozenset({"state_layout"})
 # Keys added after runs were recorded, each with the value that keeps the behaviour those runs
 # had. At that value a key is left out of the run id, and a config.json without it reads as
 # holding it (`with_added_keys`), so earlier runs keep their ids and can still be resumed.
-ADDED_KEYS: Mapping[str, Any] = {"data.input_shards": 0}
+ADDED_KEYS: Mapping[str, Any] = {
+    "data.input_shards": 0,
+    "model.family": "resnet_rs",
+    "model.depth_multiplier": 1.0,
+    "optim.name": "sgd",
+    "optim.rmsprop_decay": 0.9,
+    "optim.rmsprop_epsilon": 1e-3,
+    "optim.schedule": "cosine",
+    "optim.decay_rate": 0.97,
+    "optim.decay_epochs": 2.4,
+}
 
 
 def with_added_keys(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,11 +6,13 @@ sizes, the mesh against the batch) and that the model it describes can be built
 no dataset and no devices, so `rsjax sweep plan` rejects what `rsjax train` would reject.
 """
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
 from rsjax.errors import UsageError
-from rsjax.models import ResNetRS, layouts
+from rsjax.models import EfficientNet, ResNetRS, layouts
+from rsjax.models.registry import FAMILIES
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # `config.model` keys passed to `ResNetRS` as they are (depth, stage_sizes and dtype are mapped).
@@ -27,6 +29,27 @@ MODEL_FIELDS = (
     "bn_momentum",
     "bn_group_size",
 )
+# `config.model` key -> EfficientNet field; the ResNet-RS-only keys must keep these values.
+EFFICIENTNET_FIELDS = {
+    "width_multiplier": "width",
+    "depth_multiplier": "depth",
+    "dropout_rate": "dropout_rate",
+    "stochastic_depth_rate": "drop_connect_rate",  # of the last block, linear in the index
+    "se_ratio": "se_ratio",
+    "stem_stride": "stem_stride",
+    "bn_momentum": "bn_momentum",
+    "conv_impl": "conv_impl",
+}
+RESNET_ONLY_DEFAULTS = {
+    "depth": 0,
+    "stage_sizes": (),
+    "stem_downsample": "conv",
+    "scan_blocks": False,
+    "remat": "none",
+    "bn_group_size": 0,
+}
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("cosine", "exponential")
 _POSITIVE = (
     "global_batch_size",
     "eval_batch_size",
@@ -36,11 +59,21 @@ _POSITIVE = (
 )
 
 
-def build_model(config: ml_collections.ConfigDict) -> ResNetRS:
-    """The ResNetRS a config describes (UsageError naming the field for a bad one)."""
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The ResNetRS or EfficientNet a config describes (`model.family`; UsageError naming the
+    field for a bad one)."""
     m = config.model
     if m.dtype not in DTYPES:
         raise UsageError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    if m.family not in FAMILIES:
+        raise UsageError(f"model.family must be one of {sorted(FAMILIES)}, got {m.family!r}")
+    if m.family == "efficientnet":
+        return _build_efficientnet(config)
+    if m.depth_multiplier != 1.0:
+        raise UsageError(
+            f"model.depth_multiplier={m.depth_multiplier} is an EfficientNet field; a ResNet-RS "
+            "scales model.depth (or model.stage_sizes)"
+        )
     if m.stage_sizes and m.depth:
         raise UsageError(
             f"model.depth={m.depth} conflicts with model.stage_sizes={tuple(m.stage_sizes)} (a "
@@ -57,6 +90,44 @@ def build_model(config: ml_collections.ConfigDict) -> ResNetRS:
         )
     except (ValueError, TypeError) as e:
         raise UsageError(f"model: {e}") from None
+
+
+def _build_efficientnet(config: ml_collections.ConfigDict) -> EfficientNet:
+    m = config.model
+    for key, neutral in RESNET_ONLY_DEFAULTS.items():
+        value = tuple(m[key]) if key == "stage_sizes" else m[key]
+        if value != neutral:
+            raise UsageError(
+                f"model.{key}={m[key]!r} is a ResNet-RS field; with model.family=efficientnet "
+                f"set it to {neutral!r} (scale with model.width_multiplier and "
+                "model.depth_multiplier)"
+            )
+    try:
+        return EfficientNet(
+            num_classes=config.data.num_classes,
+            dtype=DTYPES[m.dtype],
+            **{field: m[key] for key, field in EFFICIENTNET_FIELDS.items()},
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"model: {e}") from None
+
+
+def _validate_optim(optim: ml_collections.ConfigDict) -> None:
+    if optim.name not in OPTIMIZERS:
+        raise UsageError(f"optim.name must be one of {list(OPTIMIZERS)}, got {optim.name!r}")
+    if optim.schedule not in SCHEDULES:
+        raise UsageError(f"optim.schedule must be one of {list(SCHEDULES)}, got {optim.schedule!r}")
+    exponential_ok = 0 < optim.decay_rate <= 1 and optim.decay_epochs > 0
+    if optim.schedule == "exponential" and not exponential_ok:
+        raise UsageError(
+            "optim.schedule=exponential needs 0 < optim.decay_rate <= 1 and "
+            f"optim.decay_epochs > 0, got {optim.decay_rate} and {optim.decay_epochs}"
+        )
+    if optim.name == "rmsprop" and not (0 <= optim.rmsprop_decay < 1 and optim.rmsprop_epsilon > 0):
+        raise UsageError(
+            "optim.name=rmsprop needs 0 <= optim.rmsprop_decay < 1 and optim.rmsprop_epsilon > 0, "
+            f"got {optim.rmsprop_decay} and {optim.rmsprop_epsilon}"
+        )
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -86,6 +157,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"data.input_shards must be >= 0 (0: one per process) and divide global_batch_size "
             f"{config.global_batch_size}, got {data.input_shards}"
         )
+    _validate_optim(config.optim)
     _validate_mesh(config)
     model = build_model(config)
     if data.image_size < model.min_image_size():

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rsjax.models import conv as conv_lib
 from rsjax.models.batch_norm import BatchNorm
 from rsjax.models.layers import StochasticDepth
 
@@ -104,24 +105,38 @@ def _dense_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
 
 
 def conv_padding(kernel: int, stride: int) -> str:
-    """Every convolution's padding: TF 'SAME' (total k - 1 at stride 1; at stride 2 on an even
-    size one row less, taken from the start: (0, 1) for k = 3, (1, 2) for k = 5)."""
+    """Every convolution's padding (`rsjax.models.conv.PADDINGS`): TF 'SAME' (total k - 1 at
+    stride 1; at stride 2 on an even size one row less, taken from the start: (0, 1) for k = 3,
+    (1, 2) for k = 5)."""
     del kernel, stride
-    return "SAME"
+    return "same"
 
 
-def _conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: str = "", **kw):
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=conv_padding(kernel, stride),
-        feature_group_count=groups,
-        use_bias=False,
-        kernel_init=_conv_init(depthwise=groups > 1),
-        name=name,
-        **kw,
-    )
+class Conv(nn.Module):
+    """A bias-free k x k convolution ('SAME' padding, TF's initialiser), regular or depthwise.
+
+    [B, H, W, C_in] -> [B, ceil(H / stride), ceil(W / stride), features]; the parameter is
+    "kernel" [k, k, C_in, features], or [k, k, 1, C_in] when `depthwise` (features == C_in), as
+    in `nn.Conv`. `impl` picks the computation (`rsjax.models.conv`); all give the same values.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    depthwise: bool = False
+    impl: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        shape = (k, k, 1 if self.depthwise else x.shape[-1], self.features)
+        kernel = self.param("kernel", _conv_init(self.depthwise), shape, jnp.float32)
+        x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
+        padding = conv_padding(k, self.stride)
+        if self.depthwise:
+            return conv_lib.depthwise_conv2d(x, kernel, self.stride, self.impl, padding)
+        return conv_lib.conv2d(x, kernel, self.stride, self.impl, padding)
 
 
 def _bn(train: bool, name: str, momentum: float = BN_MOMENTUM) -> BatchNorm:
@@ -145,18 +160,20 @@ class MBConv(nn.Module):
     se_ratio: float
     drop_rate: float
     bn_momentum: float = BN_MOMENTUM
+    conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         inputs = x
         bn = functools.partial(_bn, train, momentum=self.bn_momentum)
+        conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         expanded = self.input_filters * self.expand_ratio
         if self.expand_ratio != 1:
-            x = _conv(expanded, 1, name="expand_conv", **kw)(x)
+            x = conv(expanded, 1, name="expand_conv")(x)
             x = nn.swish(bn("expand_bn")(x))
-        x = _conv(expanded, self.kernel_size, self.stride, expanded, "depthwise_conv", **kw)(x)
+        x = conv(expanded, self.kernel_size, self.stride, depthwise=True, name="depthwise_conv")(x)
         x = nn.swish(bn("depthwise_bn")(x))
         if 0 < self.se_ratio <= 1:
             reduced = max(1, int(self.input_filters * self.se_ratio))
@@ -168,7 +185,7 @@ class MBConv(nn.Module):
                 nn.swish(squeezed)
             )
             x = x * nn.sigmoid(squeezed)
-        x = _conv(self.output_filters, 1, name="project_conv", **kw)(x)
+        x = conv(self.output_filters, 1, name="project_conv")(x)
         x = bn("project_bn")(x)
         if self.stride == 1 and self.input_filters == self.output_filters:
             x = StochasticDepth(self.drop_rate)(x, deterministic=not train) + inputs
@@ -189,6 +206,8 @@ class EfficientNet(nn.Module):
       bn_momentum: of the BatchNorm running statistics (TF's 0.99).
       blocks: the unscaled stages (B0's by default; small ones for tests).
       stem_filters, head_filters: unscaled channels of the stem and the 1x1 head conv.
+      conv_impl: how convolutions are computed (`rsjax.models.conv`; "auto": the matmul and
+        shifted-slice forms on CPU, XLA convolutions elsewhere).
       dtype: computation dtype; parameters and BN statistics stay float32.
     """
 
@@ -203,6 +222,7 @@ class EfficientNet(nn.Module):
     blocks: tuple[BlockArgs, ...] = B0_BLOCKS
     stem_filters: int = STEM_FILTERS
     head_filters: int = HEAD_FILTERS
+    conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
 
     def stages(self) -> list[BlockArgs]:
@@ -229,8 +249,9 @@ class EfficientNet(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         x = jnp.asarray(images, self.dtype)
         bn = functools.partial(_bn, train, momentum=self.bn_momentum)
+        conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
         stem = round_filters(self.stem_filters, self.width)
-        x = _conv(stem, 3, self.stem_stride, name="stem_conv", **kw)(x)
+        x = conv(stem, 3, self.stem_stride, name="stem_conv")(x)
         x = nn.swish(bn("stem_bn")(x))
         drop_rates = iter(self.block_drop_rates())
         for stage_index, stage in enumerate(self.stages()):
@@ -244,10 +265,11 @@ class EfficientNet(nn.Module):
                     se_ratio=stage.se_ratio,
                     drop_rate=next(drop_rates),
                     bn_momentum=self.bn_momentum,
+                    conv_impl=self.conv_impl,
                     dtype=self.dtype,
                     name=f"stage{stage_index}_block{repeat}",
                 )(x, train)
-        x = _conv(round_filters(self.head_filters, self.width), 1, name="head_conv", **kw)(x)
+        x = conv(round_filters(self.head_filters, self.width), 1, name="head_conv")(x)
         x = nn.swish(bn("head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, name="head_dropout")(x, deterministic=not train)
@@ -264,5 +286,6 @@ class EfficientNet(nn.Module):
         return (self.stem_stride == 2) + sum(stage.stride == 2 for stage in self.blocks)
 
     def min_image_size(self) -> int:
-        """The smallest input size (px) that keeps every feature map at least 1x1."""
-        return 2 ** self.num_downsamplings()
+        """The smallest input size (px) whose last stride-2 layer still sees two rows of real
+        input ('SAME' padding rounds every size up, so smaller ones would run on padding)."""
+        return 2 ** (self.num_downsamplings() - 1) + 1

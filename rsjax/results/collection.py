@@ -234,7 +234,7 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
         "name": record.get("name") or config.get("name"),
         "sweep": record.get("sweep"),
         "status": record["status"],
-        "family": "resnet_rs",
+        "family": model.get("family", "resnet_rs"),  # records before the field: ResNet-RS
         "depth": model.get("depth") or layers,
         "layers": layers,
         "stage_sizes": "-".join(str(n) for n in stage_sizes) or None,

@@ -1,4 +1,5 @@
-"""The paper's optimiser: momentum SGD, linear warmup + cosine decay, coupled L2 weight decay."""
+"""The optimisers and schedules: the paper's momentum SGD with linear warmup + cosine decay, and
+EfficientNet's TF1 RMSProp with warmup + exponential staircase decay; coupled L2 weight decay."""
 
 import re
 from typing import Any
@@ -43,6 +44,53 @@ class WarmupCosineSchedule:
         return jnp.asarray(self.peak_lr, jnp.float32) * jnp.where(step < warmup, ramp, cosine)
 
 
+@flax.struct.dataclass
+class WarmupExponentialSchedule:
+    """Linear warmup from 0 to `peak_lr` over `warmup_steps`, then
+    peak_lr x decay_rate ** floor(step / decay_every_steps), the staircase counted from step 0
+    (tensorflow/tpu EfficientNet's `build_learning_rate`: 0.97 every 2.4 epochs).
+
+    A pytree of four traced scalars, like `WarmupCosineSchedule`.
+    """
+
+    peak_lr: Any
+    warmup_steps: Any
+    decay_every_steps: Any
+    decay_rate: Any
+
+    def __call__(self, step: Any) -> jax.Array:
+        step = jnp.asarray(step, jnp.float32)
+        warmup = jnp.asarray(self.warmup_steps, jnp.float32)
+        ramp = step / jnp.maximum(warmup, 1.0)
+        stairs = jnp.floor(
+            step / jnp.maximum(jnp.asarray(self.decay_every_steps, jnp.float32), 1.0)
+        )
+        decayed = jnp.asarray(self.decay_rate, jnp.float32) ** stairs
+        return jnp.asarray(self.peak_lr, jnp.float32) * jnp.where(step < warmup, ramp, decayed)
+
+
+Schedule = WarmupCosineSchedule | WarmupExponentialSchedule
+
+
+def make_schedule(
+    optim: ml_collections.ConfigDict,
+    peak_lr: float,
+    total_steps: int,
+    warmup_steps: int,
+    decay_every_steps: float,
+) -> Schedule:
+    """The schedule `optim.schedule` names ("cosine" or "exponential") for a run of
+    `total_steps` with `warmup_steps` of warmup (at most total - 1)."""
+    if optim.schedule == "cosine":
+        return learning_rate_schedule(peak_lr, total_steps, warmup_steps)
+    return WarmupExponentialSchedule(
+        peak_lr=jnp.float32(peak_lr),
+        warmup_steps=jnp.int32(min(warmup_steps, max(total_steps - 1, 0))),
+        decay_every_steps=jnp.float32(decay_every_steps),
+        decay_rate=jnp.float32(optim.decay_rate),
+    )
+
+
 def learning_rate_schedule(
     peak_lr: float, total_steps: int, warmup_steps: int
 ) -> WarmupCosineSchedule:
@@ -67,13 +115,25 @@ def weight_decay_mask(params: Any) -> Any:
 def make_optimizer(
     optim: ml_collections.ConfigDict, schedule: optax.Schedule, layout: str = "tree"
 ) -> optax.GradientTransformation:
-    """L2 gradient term `weight_decay * w` (coupled, before momentum) then SGD with momentum.
+    """L2 gradient term `weight_decay * w` (coupled, before the optimiser) then `optim.name`:
+    "sgd" with (Nesterov) momentum, or "rmsprop" as TF1 implements it (the squared-gradient
+    average starts at 1, epsilon inside the square root, momentum on the scaled update).
 
-    With layout "flat" (see `rsjax.train.state`) the momentum trace is one raveled vector
+    With layout "flat" (see `rsjax.train.state`) the optimiser's traces are raveled vectors
     (`optax.flatten`); the update is the same.
     """
-    sgd = optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov)
+    if optim.name == "rmsprop":
+        base = optax.rmsprop(
+            schedule,
+            decay=optim.rmsprop_decay,
+            eps=optim.rmsprop_epsilon,
+            initial_scale=1.0,
+            eps_in_sqrt=True,
+            momentum=optim.momentum,
+        )
+    else:
+        base = optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov)
     return optax.chain(
         optax.add_decayed_weights(optim.weight_decay, mask=weight_decay_mask),
-        optax.flatten(sgd) if resolve_layout(layout) == "flat" else sgd,
+        optax.flatten(base) if resolve_layout(layout) == "flat" else base,
     )

@@ -13,13 +13,14 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from rsjax import configs
 from rsjax.configs import build_model
-from rsjax.models import ResNetRS
+from rsjax.models import EfficientNet
 from rsjax.train import compilation, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
 from rsjax.train.step import eval_step, train_step
@@ -32,6 +33,7 @@ class Durations:
     total_steps: int
     warmup_steps: int
     eval_every_steps: int
+    decay_every_steps: float = 0.0  # of the exponential schedule (optim.decay_epochs in steps)
 
 
 def durations(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Durations:
@@ -46,6 +48,7 @@ def durations(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Durati
         total_steps=total,
         warmup_steps=round(config.optim.warmup_epochs * steps_per_epoch),
         eval_every_steps=max(1, round(every * steps_per_epoch)) if every > 0 else 0,
+        decay_every_steps=config.optim.decay_epochs * steps_per_epoch,
     )
 
 
@@ -61,7 +64,7 @@ class Program:
     """
 
     config: ml_collections.ConfigDict
-    model: ResNetRS
+    model: nn.Module  # a ResNetRS or an EfficientNet
     mesh: Mesh
     image_shape: tuple[int, int, int]
     abstract_state: TrainState
@@ -72,12 +75,17 @@ class Program:
     train_step: Any
     eval_step: Any
 
-    def schedule(self, durations: Durations) -> optim.WarmupCosineSchedule:
+    def schedule(self, durations: Durations) -> optim.Schedule:
         """The learning-rate schedule for a run of `durations`, replicated on the mesh."""
-        peak = optim.peak_learning_rate(
-            self.config.optim.base_learning_rate, self.config.global_batch_size
+        config = self.config.optim
+        peak = optim.peak_learning_rate(config.base_learning_rate, self.config.global_batch_size)
+        schedule = optim.make_schedule(
+            config,
+            peak,
+            durations.total_steps,
+            durations.warmup_steps,
+            durations.decay_every_steps,
         )
-        schedule = optim.learning_rate_schedule(peak, durations.total_steps, durations.warmup_steps)
         return jax.device_put(schedule, self.replicated)
 
     def abstract_state_on_mesh(self) -> TrainState:
@@ -98,7 +106,7 @@ def build(
     layout = config.state_layout
     # The schedule is an argument of the step; the optimiser is a function of it, built once.
     make_tx = functools.partial(optim.make_optimizer, config.optim, layout=layout)
-    placeholder = optim.learning_rate_schedule(0.0, 1, 0)
+    placeholder = optim.make_schedule(config.optim, 0.0, 1, 0, 1.0)
     init_fn = functools.partial(
         create_train_state,
         model=model,
@@ -112,7 +120,7 @@ def build(
     repl = sharding.replicated(mesh)
 
     def step_with_schedule(
-        state: TrainState, batch: dict, schedule: optim.WarmupCosineSchedule
+        state: TrainState, batch: dict, schedule: optim.Schedule
     ) -> tuple[TrainState, dict]:
         return train_step(
             state,
@@ -152,7 +160,7 @@ def build(
 
 
 def model_config(
-    model: ResNetRS,
+    model: nn.Module,
     image_size: int,
     global_batch: int,
     channels: int = 3,
@@ -164,12 +172,20 @@ def model_config(
     model they built (`build(model_config(m, ...), mesh, shape).model == m`). `overrides` are
     further dotted keys."""
     dtypes = {v: k for k, v in configs.DTYPES.items()}
-    fields = {
-        "depth": model.depth if model.stage_sizes is None else 0,
-        "stage_sizes": tuple(model.stage_sizes or ()),
-        "dtype": dtypes[model.dtype],
-        **{name: getattr(model, name) for name in configs.MODEL_FIELDS},
-    }
+    if isinstance(model, EfficientNet):
+        fields = {
+            "family": "efficientnet",
+            "depth": 0,
+            "dtype": dtypes[model.dtype],
+            **{key: getattr(model, f) for key, f in configs.EFFICIENTNET_FIELDS.items()},
+        }
+    else:
+        fields = {
+            "depth": model.depth if model.stage_sizes is None else 0,
+            "stage_sizes": tuple(model.stage_sizes or ()),
+            "dtype": dtypes[model.dtype],
+            **{name: getattr(model, name) for name in configs.MODEL_FIELDS},
+        }
     config = configs.load(
         base,
         {

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -27,7 +28,7 @@ from etils import epath
 import rsjax
 from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
-from rsjax.models import ResNetRS, abstract_variables, layouts
+from rsjax.models import EfficientNet, abstract_variables, layouts
 from rsjax.results import RunRecord, ema_is_warm, existing_result
 from rsjax.train import checkpoint, programs, sharding
 from rsjax.train.state import TrainState, resolve_layout
@@ -81,16 +82,30 @@ def versions() -> dict[str, str]:
 
 
 def model_record(
-    config: ml_collections.ConfigDict, model: ResNetRS, channels: int, variables: Any = None
+    config: ml_collections.ConfigDict, model: nn.Module, channels: int, variables: Any = None
 ) -> dict:
-    """The `model` block of result.json: layout, width, resolution, params, FLOPs per image."""
+    """The `model` block of result.json: family, layout, width, resolution, params, FLOPs per
+    image (an EfficientNet has a depth multiplier instead of a depth and layer count)."""
     if variables is None:
         variables = abstract_variables(model, channels)
+    if isinstance(model, EfficientNet):
+        shape = {
+            "family": "efficientnet",
+            "depth": None,
+            "depth_multiplier": model.depth,
+            "layers": None,
+            "width_multiplier": model.width,
+        }
+    else:
+        shape = {
+            "family": "resnet_rs",
+            "depth": model.depth if not config.model.stage_sizes else None,
+            "layers": layouts.layer_count(model.blocks_per_stage),
+            "width_multiplier": model.width_multiplier,
+        }
     return {
-        "depth": model.depth if not config.model.stage_sizes else None,
-        "layers": layouts.layer_count(model.blocks_per_stage),
+        **shape,
         "stage_sizes": list(model.blocks_per_stage),
-        "width_multiplier": model.width_multiplier,
         "image_resolution": config.data.image_size,
         "params": profiling.count_params(model, variables=variables),
         "flops_per_image": profiling.flops_per_image(
@@ -100,7 +115,7 @@ def model_record(
 
 
 def record_header(
-    config: ml_collections.ConfigDict, model: ResNetRS, channels: int, variables: Any = None
+    config: ml_collections.ConfigDict, model: nn.Module, channels: int, variables: Any = None
 ) -> dict:
     """The fields every result.json starts with: schema, the run's identity (run_id, name,
     sweep), its config, model and versions, and empty metrics."""
