@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsjax.models import ResNetRS, create_model
+from rsjax.models import create_model, get_preset
 from rsjax.train import compilation, latency, programs, sharding
 
 _KEEP: list[pathlib.Path] = []  # files that every emitted line is also appended to
@@ -93,13 +94,27 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def build_model(name: str, **overrides: Any) -> ResNetRS:
-    """A registry preset with overrides (dropout off: the timm side runs without it too)."""
-    return create_model(name, **{"dropout_rate": 0.0, **overrides})
+# rsjax preset -> the timm model with the same network, where the names differ.
+TIMM_NAMES = {f"efficientnet_b{i}": f"tf_efficientnet_b{i}" for i in range(8)}
+
+
+def timm_name(preset: str) -> str:
+    """The timm model of an rsjax preset (`resnetrs50` -> `resnetrs50`, `efficientnet_b0` ->
+    `tf_efficientnet_b0`)."""
+    return TIMM_NAMES.get(preset, preset)
+
+
+def build_model(name: str, **overrides: Any) -> nn.Module:
+    """A registry preset with overrides (dropout and drop connect off: timm's models default to
+    neither)."""
+    off = {"dropout_rate": 0.0}
+    if get_preset(name).family == "efficientnet":
+        off["drop_connect_rate"] = 0.0
+    return create_model(name, **{**off, **overrides})
 
 
 def train_program(
-    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+    model: nn.Module, batch: int, resolution: int, channels: int = 3
 ) -> programs.Program:
     """The trainer's program (`rsjax.train.programs.build`) for `model` on one device: the
     paper's recipe (Nesterov momentum, weight decay 4e-5, label smoothing 0.1, EMA, the
@@ -116,7 +131,7 @@ def _abstract_batch(program: programs.Program, batch: int) -> dict[str, jax.Shap
 
 
 def lower_train_step(
-    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+    model: nn.Module, batch: int, resolution: int, channels: int = 3
 ) -> jax.stages.Lowered:
     """The real train step lowered for abstract inputs (nothing is allocated or initialised)."""
     program = train_program(model, batch, resolution, channels)
@@ -127,7 +142,7 @@ def lower_train_step(
 
 
 def make_train_step(
-    model: ResNetRS, batch: int, resolution: int, channels: int = 3
+    model: nn.Module, batch: int, resolution: int, channels: int = 3
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """(init, step) closures around the trainer's train step on a fixed random batch.
 
@@ -160,7 +175,7 @@ def single_mesh() -> jax.sharding.Mesh:
     return sharding.make_mesh(1, 1)
 
 
-def make_inference(model: ResNetRS, batch: int, resolution: int) -> Callable[[], None]:
+def make_inference(model: nn.Module, batch: int, resolution: int) -> Callable[[], None]:
     """A blocking closure running the jitted eval-mode forward pass on a fixed batch."""
     variables = jax.jit(
         lambda key: model.init(key, jnp.zeros((1, resolution, resolution, 3)), train=False)

@@ -1,4 +1,5 @@
-"""rsjax's ResNet-RS train step and inference against timm's, alternating in one run.
+"""rsjax's train step and inference (ResNet-RS or EfficientNet) against timm's, alternating in
+one run.
 
 Measures, per round and in turn: the trainer's train step (`rsjax.train.programs`: loss,
 gradients, SGD + weight decay, EMA) for each convolution implementation, rsjax inference, and
@@ -16,6 +17,8 @@ Examples:
   .venv/bin/python benchmarks/train_step.py                       # RS-50, bs16, 160 px
   .venv/bin/python benchmarks/train_step.py --conv_impls=matmul,xla --repeats=7
   .venv/bin/python benchmarks/train_step.py --timm_python=          # rsjax only
+  .venv/bin/python benchmarks/train_step.py --model efficientnet_b0 --resolution 224 \
+      --batch 16 --conv_impls=matmul,xla                             # vs tf_efficientnet_b0
 Run it alone: on 2 cores anything else running skews every number.
 """
 
@@ -41,6 +44,7 @@ from common import (
     rate,
     spread,
     time_calls,
+    timm_name,
 )
 
 from rsjax import malloc_tuning
@@ -106,7 +110,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="resnetrs50", help="rsjax preset and timm model name")
+    parser.add_argument(
+        "--model",
+        default="resnetrs50",
+        help="rsjax preset; timm runs the same network (efficientnet_b0: tf_efficientnet_b0)",
+    )
     parser.add_argument("--batch", type=int, default=16, help="train batch")
     parser.add_argument("--infer_batch", type=int, default=32, help="inference batch")
     parser.add_argument("--resolution", type=int, default=160, help="image side in pixels")
@@ -158,7 +166,7 @@ def main(argv: list[str]) -> None:
     worker = None
     if args.timm_python:
         worker = TimmWorker(
-            args.timm_python, model=args.model, infer_batch=args.infer_batch, **common
+            args.timm_python, model=timm_name(args.model), infer_batch=args.infer_batch, **common
         )
         contenders["timm"] = {  # timed inside the worker, without the pipe
             "train": lambda n: worker.seconds("train", n),

@@ -92,14 +92,16 @@ def small_fmnist(tmp_path_factory) -> dict:
     return {"manual_dir": str(manual), "data_dir": str(root / "tfds")}
 
 
-def small_fmnist_config(small_fmnist: dict, **overrides) -> ml_collections.ConfigDict:
-    """The `tiny` Fashion-MNIST config over the `small_fmnist` files, with dotted-key overrides
-    ("optim.base_learning_rate": 1.0), locked again."""
+def small_fmnist_config(
+    small_fmnist: dict, preset: str = "tiny", **overrides
+) -> ml_collections.ConfigDict:
+    """A small Fashion-MNIST preset (`tiny`, or `efficientnet_tiny`) over the `small_fmnist`
+    files, with dotted-key overrides ("optim.base_learning_rate": 1.0), locked again."""
     from rsjax.configs import apply_overrides
     from rsjax.configs import fashion_mnist as fmnist_config
 
     return apply_overrides(
-        fmnist_config.get_config("tiny"),
+        fmnist_config.get_config(preset),
         {
             "data.manual_dir": small_fmnist["manual_dir"],
             "data.data_dir": small_fmnist["data_dir"],

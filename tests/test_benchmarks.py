@@ -81,3 +81,17 @@ def test_out_keeps_stamped_json_lines_across_runs(tmp_path, capsys, monkeypatch)
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     assert [k["run"] for k in kept] == [0, 1]
     assert all({"benchmark", "utc", "rsjax", "jax"} <= set(k) for k in kept)
+
+
+def test_family_pairs_parses_pairs_and_finds_table7_rows():
+    import family_pairs
+
+    pairs = family_pairs.parse_pairs(family_pairs.DEFAULT_PAIRS)
+    assert pairs[0] == (("resnetrs101", 160), ("efficientnet_b2", 260))
+    assert family_pairs.table7_row("resnetrs152", 224)["tpuv3_latency_ms"] == 320
+    assert family_pairs.table7_row("efficientnet_b4", 380)["model"] == "EfficientNet-B4"
+    assert family_pairs.table7_row("resnetrs152", 999) is None
+    with pytest.raises(ValueError, match="RESNET@PX:EFFICIENTNET@PX"):
+        family_pairs.parse_pairs("resnetrs101@160")
+    assert common.timm_name("efficientnet_b0") == "tf_efficientnet_b0"
+    assert common.build_model("efficientnet_b0").drop_connect_rate == 0.0

@@ -28,10 +28,29 @@ from tests.conftest import TINY_KWARGS, small_fmnist_config, train_program
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny_config(small_fmnist, **overrides):
+# The two families' smallest presets, the EfficientNet one with its own recipe (TF1 RMSProp and
+# the exponential staircase), so resumption covers both optimisers' states too.
+FAMILY_PRESETS = {
+    "resnet_rs": ("tiny", {}),
+    "efficientnet": (
+        "efficientnet_tiny",
+        {
+            "optim.name": "rmsprop",
+            "optim.schedule": "exponential",
+            "optim.decay_epochs": 0.5,
+            "optim.base_learning_rate": 0.016,
+        },
+    ),
+}
+
+
+def tiny_config(small_fmnist, family="resnet_rs", **overrides):
+    preset, recipe = FAMILY_PRESETS[family]
     return small_fmnist_config(
         small_fmnist,
+        preset,
         **{
+            **recipe,
             "global_batch_size": 32,
             "eval_batch_size": 50,
             "num_train_steps": 12,
@@ -44,9 +63,11 @@ def tiny_config(small_fmnist, **overrides):
     )
 
 
-def config_flags(small_fmnist, steps, checkpoint_every):
+def config_flags(small_fmnist, steps, checkpoint_every, family="resnet_rs"):
+    preset, recipe = FAMILY_PRESETS[family]
     return [
-        "--config", "fashion_mnist:tiny",
+        "--config", f"fashion_mnist:{preset}",
+        *(f"--config.{key}={value}" for key, value in recipe.items()),
         f"--config.data.manual_dir={small_fmnist['manual_dir']}",
         f"--config.data.data_dir={small_fmnist['data_dir']}",
         "--config.data.shuffle_buffer=256",
@@ -375,12 +396,13 @@ def final_params(workdir: pathlib.Path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path):
+@pytest.mark.parametrize("family", sorted(FAMILY_PRESETS))
+def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path, family):
     """Kill -9 after a checkpoint, rerun the same command: same bits as no kill. An epoch is 8
     steps and checkpoints come every 3 (3, 6, ..., 18, then 20), so every checkpoint the rerun
     can resume from lies inside an epoch, where the input pipeline must skip into the epoch."""
     steps, every, steps_per_epoch = 20, 3, 256 // 32
-    flags = config_flags(small_fmnist, steps=steps, checkpoint_every=every)
+    flags = config_flags(small_fmnist, steps=steps, checkpoint_every=every, family=family)
     straight = run_cli([*flags, "--workdir", str(tmp_path / "straight")])
     out, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, out
@@ -491,7 +513,9 @@ def test_a_run_shorter_than_two_log_intervals_still_times_its_steps(small_fmnist
     assert record["train"]["step_s"] > 0 and record["profile"]["images_per_s"] > 0
 
 
-@pytest.mark.parametrize("preset", ["default", "long", "tiny"])
+@pytest.mark.parametrize(
+    "preset", ["default", "long", "tiny", "efficientnet_b0", "efficientnet_tiny"]
+)
 def test_fashion_mnist_presets_build_models_for_28px(preset):
     from rsjax.configs import build_model
 
@@ -502,12 +526,15 @@ def test_fashion_mnist_presets_build_models_for_28px(preset):
 
 
 @pytest.mark.slow
-def test_the_trainer_on_8_devices_matches_one_and_resumes_exactly(small_fmnist, tmp_path):
+@pytest.mark.parametrize("family", sorted(FAMILY_PRESETS))
+def test_the_trainer_on_8_devices_matches_one_and_resumes_exactly(small_fmnist, tmp_path, family):
     """The trainer's own step, optimiser, eval and restore on an 8-device mesh: the metrics of a
     one-device run, and after losing its last checkpoint a rerun that resumes from the one
     before ends on the same bits as the uninterrupted 8-device run."""
-    one = trainer.train_and_evaluate(tiny_config(small_fmnist, eval_batch_size=40), tmp_path / "1")
-    config = tiny_config(small_fmnist, eval_batch_size=40, **{"mesh.data": 8})
+    one = trainer.train_and_evaluate(
+        tiny_config(small_fmnist, family, eval_batch_size=40), tmp_path / "1"
+    )
+    config = tiny_config(small_fmnist, family, eval_batch_size=40, **{"mesh.data": 8})
     eight = trainer.train_and_evaluate(config, tmp_path / "8")
     for key in ("loss", "ema_loss"):
         assert eight[key] == pytest.approx(one[key], rel=1e-3), key
