@@ -14,7 +14,9 @@ from rsjax.train.state import create_train_state
 
 def test_jit_once_initialises_like_jit(tiny_model):
     tx = optim.make_optimizer(
-        ml_collections.ConfigDict({"weight_decay": 4e-5, "momentum": 0.9, "nesterov": True}),
+        ml_collections.ConfigDict(
+            {"name": "sgd", "weight_decay": 4e-5, "momentum": 0.9, "nesterov": True}
+        ),
         optax.constant_schedule(0.1),
     )
     init = functools.partial(create_train_state, model=tiny_model, tx=tx, image_shape=(32, 32, 3))
