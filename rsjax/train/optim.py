@@ -35,13 +35,21 @@ class WarmupCosineSchedule:
     total_steps: Any
 
     def __call__(self, step: Any) -> jax.Array:
-        step = jnp.asarray(step, jnp.float32)
-        warmup = jnp.asarray(self.warmup_steps, jnp.float32)
-        decay_steps = jnp.maximum(jnp.asarray(self.total_steps, jnp.float32) - warmup, 1.0)
-        ramp = step / jnp.maximum(warmup, 1.0)
+        step, warmup = _as_float(step), _as_float(self.warmup_steps)
+        decay_steps = jnp.maximum(_as_float(self.total_steps) - warmup, 1.0)
         progress = jnp.clip(step - warmup, 0.0, decay_steps) / decay_steps
         cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        return jnp.asarray(self.peak_lr, jnp.float32) * jnp.where(step < warmup, ramp, cosine)
+        return _after_warmup(self.peak_lr, step, warmup, cosine)
+
+
+def _as_float(value: Any) -> jax.Array:
+    return jnp.asarray(value, jnp.float32)
+
+
+def _after_warmup(peak_lr: Any, step: jax.Array, warmup: jax.Array, factor: jax.Array):
+    """peak_lr x (step / warmup during the warmup, `factor` after it)."""
+    ramp = step / jnp.maximum(warmup, 1.0)
+    return _as_float(peak_lr) * jnp.where(step < warmup, ramp, factor)
 
 
 @flax.struct.dataclass
@@ -59,14 +67,10 @@ class WarmupExponentialSchedule:
     decay_rate: Any
 
     def __call__(self, step: Any) -> jax.Array:
-        step = jnp.asarray(step, jnp.float32)
-        warmup = jnp.asarray(self.warmup_steps, jnp.float32)
-        ramp = step / jnp.maximum(warmup, 1.0)
-        stairs = jnp.floor(
-            step / jnp.maximum(jnp.asarray(self.decay_every_steps, jnp.float32), 1.0)
-        )
-        decayed = jnp.asarray(self.decay_rate, jnp.float32) ** stairs
-        return jnp.asarray(self.peak_lr, jnp.float32) * jnp.where(step < warmup, ramp, decayed)
+        step, warmup = _as_float(step), _as_float(self.warmup_steps)
+        stairs = jnp.floor(step / jnp.maximum(_as_float(self.decay_every_steps), 1.0))
+        decayed = _as_float(self.decay_rate) ** stairs
+        return _after_warmup(self.peak_lr, step, warmup, decayed)
 
 
 Schedule = WarmupCosineSchedule | WarmupExponentialSchedule
