@@ -11,6 +11,8 @@ import gzip
 import importlib.metadata
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 # Must happen before JAX initialises its backend: sharding tests need 8 devices. The 8 simulated
@@ -35,7 +37,6 @@ os.environ["XLA_FLAGS"] = " ".join(
 os.environ.setdefault("PJRT_NPROC", "16")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +46,20 @@ from rsjax.models import ResNetRS, abstract_variables
 
 if TYPE_CHECKING:
     import ml_collections
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One persistent XLA compilation cache for the test session, inherited by its subprocesses
+    (and pytest-xdist workers): the programs that many tests compile again in a new process (the
+    tiny presets trained on `small_fmnist`, a killed run and its restart) compile once per session.
+    Deleted at the end by the process that made it; a cache set in the environment is used as it
+    is. With the locked jax only: `make compat`'s lowest versions run without it."""
+    if jax.__version_info__[:2] < (0, 10) or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="rsjax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    jax.config.update("jax_compilation_cache_dir", directory)
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 # The smallest ResNet-RS-shaped model: width x0.125, one block per stage, 7 classes.

@@ -181,6 +181,7 @@ def coverage_grid(rng, true_gap: float, seeds: int = 3, noise: float = 0.3) -> p
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_the_gap_interval_covers_the_truth_at_its_nominal_rate():
     """200 noisy draws: the 95% interval of depth minus width covers the noise-free gap in at
     least 90% of them, for a true gap of 0 and of 1 point."""
@@ -195,6 +196,7 @@ def test_the_gap_interval_covers_the_truth_at_its_nominal_rate():
         assert covered >= 180, (true_gap, covered)
 
 
+@pytest.mark.slow
 def test_recommend_says_no_clear_winner_when_the_truth_is_zero():
     rng = np.random.default_rng(2)
     unclear = sum(

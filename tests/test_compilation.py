@@ -12,6 +12,7 @@ from rsjax.train import compilation, optim
 from rsjax.train.state import create_train_state
 
 
+@pytest.mark.slow
 def test_jit_once_initialises_like_jit(tiny_model):
     tx = optim.make_optimizer(
         ml_collections.ConfigDict(

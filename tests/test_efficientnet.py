@@ -15,6 +15,7 @@ from rsjax.models import (
     get_preset,
     list_models,
 )
+from tests.conftest import random_variables
 
 # timm 1.0.31 `tf_efficientnet_b0` ... `b7` (sum of parameter numel; the issue's list).
 TIMM_PARAMS = {
@@ -66,10 +67,12 @@ def test_the_stride_2_convs_pad_as_tf_same():
     """On an even input a 3x3 stride-2 conv pads (0, 1) (TF 'SAME'), not (1, 1): the stem's first
     output row sees input rows 0-2 (symmetric padding: rows -1 to 1), so input row 2 moves it;
     row 3 belongs to output row 1 only."""
-    model = EfficientNet(num_classes=4)
+    # B0's stem and first stage, and one stride-2 stage: the stem is what is probed.
+    model = EfficientNet(num_classes=4, blocks=efficientnet.B0_BLOCKS[:2], head_filters=64)
     x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x, train=False)
+    variables = random_variables(model)
 
+    @jax.jit
     def stem(images):
         _, state = model.apply(
             variables, images, train=False, capture_intermediates=True, mutable=["intermediates"]
@@ -84,10 +87,14 @@ def test_the_stride_2_convs_pad_as_tf_same():
 
 def test_drop_connect_grows_with_the_block_index_and_skips_need_equal_shapes():
     model = create_model("efficientnet_b0", num_classes=10)
-    x = jnp.ones((2, 32, 32, 1))
-    variables = model.init(jax.random.key(0), x, train=False)
-    logits, _ = model.apply(
-        variables, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+    x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    logits, _ = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+        ),
+        variables,
+        x,
     )
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     rates = model.block_drop_rates()

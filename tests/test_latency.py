@@ -55,6 +55,7 @@ def test_other_errors_are_not_taken_for_out_of_memory():
         profile(broken)
 
 
+@pytest.mark.slow
 def test_profile_cli_on_cpu(tmp_path, capsys):
     """The real thing, small: tiny Fashion-MNIST config, batch 8, two timed steps."""
     code = cli.main(

@@ -40,6 +40,7 @@ def failing_after(batches: int, error: Exception):
     return train_batches
 
 
+@pytest.mark.slow
 def test_a_run_that_raises_mid_training_is_recorded_failed_and_reruns(
     small_fmnist, tmp_path, monkeypatch
 ):

@@ -53,8 +53,10 @@ def test_stack_unstack_round_trip():
 def test_scanned_equals_unrolled():
     unrolled, scanned = ResNetRS(**KWARGS), ResNetRS(**KWARGS, scan_blocks=True)
     variables = random_variables(unrolled)
-    eval_unrolled = unrolled.apply(variables, IMAGES, train=False)
-    eval_scanned = scanned.apply(stack_blocks(variables), IMAGES, train=False)
+    eval_unrolled = jax.jit(functools.partial(unrolled.apply, train=False))(variables, IMAGES)
+    eval_scanned = jax.jit(functools.partial(scanned.apply, train=False))(
+        stack_blocks(variables), IMAGES
+    )
     np.testing.assert_allclose(eval_scanned, eval_unrolled, rtol=1e-5, atol=1e-5)
 
     _, (loss_u, grads_u, stats_u) = plain_results(scan=False)

@@ -8,6 +8,7 @@ in seconds. The slow test trains real 2-process runs on the fake slices.
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -68,12 +69,19 @@ class FakeCloud:
         self.state_file = root / "gcloud-state.json"
 
     def state(self) -> dict:
-        return json.loads(self.state_file.read_text())
+        """The fake's state, read under its lock (a gcloud call rewrites the file in place)."""
+        with open(self.state_file) as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            return json.load(f)
 
     def set_faults(self, **faults) -> None:
-        current = self.state()
-        current["faults"].update(faults)
-        self.state_file.write_text(json.dumps(current))
+        with open(self.state_file, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            current = json.load(f)
+            current["faults"].update(faults)
+            f.seek(0)
+            f.truncate()
+            json.dump(current, f)
 
     def live(self) -> list[str]:
         return sorted(self.state()["resources"])
@@ -200,6 +208,7 @@ def test_the_startup_script_passes_bash_n_and_shellcheck(payload, tmp_path):
     assert "export TFDS_DATA_DIR='gs://b/tensorflow datasets'\n" in script
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_on_two_slices_with_a_preemption_and_a_failure(
     fake_cloud, payload, tmp_path, monkeypatch
 ):
@@ -231,6 +240,7 @@ def test_a_sweep_runs_on_two_slices_with_a_preemption_and_a_failure(
     assert max(fake_cloud.creates_per_name().values()) == 1
 
 
+@pytest.mark.slow
 def test_quota_errors_back_off_and_failed_creates_and_deletes_leave_nothing(
     fake_cloud, payload, tmp_path
 ):
@@ -251,6 +261,7 @@ def test_quota_errors_back_off_and_failed_creates_and_deletes_leave_nothing(
     assert fake_cloud.live() == []
 
 
+@pytest.mark.slow
 def test_launch_env_reaches_every_run_and_bad_env_is_one_line(fake_cloud, payload, tmp_path):
     """--env KEY=VALUE is exported on every worker (TFDS_DATA_DIR: where the data lives, outside
     the config, so the run ids stay those of the sweep file)."""
@@ -268,6 +279,7 @@ def test_launch_env_reaches_every_run_and_bad_env_is_one_line(fake_cloud, payloa
             startup.parse_env(bad)
 
 
+@pytest.mark.slow
 def test_the_budget_stops_new_creates(fake_cloud, payload, tmp_path):
     runs = grid(3)
     limits = slices.Limits(
@@ -297,6 +309,7 @@ def _controller_process(workdir, payload, n_runs, tmp_path, tag):
         return subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_a_killed_controller_restarts_and_two_controllers_make_one_slice_per_attempt(
     fake_cloud, payload, tmp_path, monkeypatch
 ):

@@ -57,6 +57,7 @@ def grid(n, base="fashion_mnist:tiny"):
     return [Run(f"r{i}", {"seed": i}, base, sweep="test") for i in range(n)]
 
 
+@pytest.mark.slow
 def test_two_launchers_never_train_a_run_twice(tmp_path):
     runs, command = grid(6), fake_command(tmp_path)
     summaries = []

@@ -273,6 +273,7 @@ def test_train_and_evaluate_end_to_end(small_fmnist, tmp_path, manager_calls):
     assert manager_calls == {"created": 3, "closed": 3}
 
 
+@pytest.mark.slow
 def test_the_training_split_evaluation_and_the_ema_warm_flag(small_fmnist, tmp_path):
     """data.train_eval_split adds train_* metrics after the last step; a 12-step run at EMA decay
     0.999 is flagged as not warmed up (12 x 0.001 < EMA_WARM_HORIZONS), and collect carries both."""
@@ -294,6 +295,7 @@ def test_the_training_split_evaluation_and_the_ema_warm_flag(small_fmnist, tmp_p
     assert row["seed"] == 0 and row["replicate_id"] != row["run_id"]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(
     small_fmnist, tmp_path, manager_calls, monkeypatch
 ):
@@ -505,6 +507,7 @@ def test_train_step_on_mock_imagenet_batches(tmp_path):
     assert float(metrics["loss"]) == pytest.approx(np.log(1000), rel=0.1)
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_two_log_intervals_still_times_its_steps(small_fmnist, tmp_path):
     """Timing starts after the first (compiling) step, so one log interval is enough."""
     config = tiny_config(small_fmnist, num_train_steps=5, log_every_steps=50)
