@@ -12,7 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -141,33 +141,41 @@ def lower_train_step(
     )
 
 
-def make_train_step(
-    model: nn.Module, batch: int, resolution: int, channels: int = 3
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(init, step) closures around the trainer's train step on a fixed random batch.
+class TrainStep(NamedTuple):
+    """A benchmarked train step: `init()` builds the state and runs one step, `step()` runs one
+    more and blocks; both call `compiled`, the one executable (read its memory from it)."""
 
-    `init()` builds the state and compiles; `step()` runs one step and blocks. The step is the
-    trainer's (`train_program`: loss with label smoothing, gradients, SGD + weight decay, EMA).
-    """
+    init: Callable[[], None]
+    step: Callable[[], None]
+    compiled: jax.stages.Compiled
+
+
+def make_train_step(model: nn.Module, batch: int, resolution: int, channels: int = 3) -> TrainStep:
+    """The trainer's train step (`train_program`: loss with label smoothing, gradients, SGD +
+    weight decay, EMA) compiled once, around a fixed random batch."""
     program = train_program(model, batch, resolution, channels)
     schedule = program.schedule(latency.nominal_durations(program.config))
     rng = np.random.default_rng(0)
-    data = {
-        "images": jnp.asarray(rng.standard_normal((batch, *program.image_shape)), jnp.float32),
-        "labels": jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32),
-    }
+    data = jax.device_put(
+        {
+            "images": np.asarray(rng.standard_normal((batch, *program.image_shape)), np.float32),
+            "labels": np.asarray(rng.integers(0, model.num_classes, batch), np.int32),
+        },
+        program.batch_sharding,
+    )
+    compiled = program.train_step.lower(program.abstract_state_on_mesh(), data, schedule).compile()
     holder: dict[str, Any] = {}
 
     def init() -> None:
-        state, metrics = program.train_step(program.init(jax.random.key(0)), data, schedule)
+        state, metrics = compiled(program.init(jax.random.key(0)), data, schedule)
         jax.block_until_ready(metrics)
         holder["state"] = state
 
     def step() -> None:
-        holder["state"], metrics = program.train_step(holder["state"], data, schedule)
+        holder["state"], metrics = compiled(holder["state"], data, schedule)
         jax.block_until_ready(metrics)
 
-    return init, step
+    return TrainStep(init, step, compiled)
 
 
 def single_mesh() -> jax.sharding.Mesh:

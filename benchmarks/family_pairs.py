@@ -4,10 +4,11 @@ For each pair (a ResNet-RS and the EfficientNet of about the same ImageNet accur
 RS-101 at 160 px vs B2 at 260 px, 80.3% vs 80.1%; RS-152 at 224 px vs B4 at 380 px, 82.8% vs
 82.9%) it builds the trainer's train step for both (`rsjax.train.programs`: the ResNet-RS recipe's
 loss, gradients, SGD + weight decay and EMA, each model's convolutions as `conv_impl="auto"` runs
-them here), reads XLA's compiled peak memory, and times the steps in alternating rounds. Prints a
-JSON line per model (step seconds median/min/max, images/s, compiled peak bytes) and per pair:
-EfficientNet's step time and memory over ResNet-RS's (> 1: ResNet-RS is faster / smaller), next
-to the same latency ratios from the paper's Table 7 (TPUv3 and V100).
+them here), compiles it once, reads that executable's XLA peak memory, and times the steps in
+alternating rounds. Prints a JSON line per model (step seconds median/min/max, images/s,
+compiled peak bytes) and per pair: EfficientNet's step time and memory over ResNet-RS's (> 1:
+ResNet-RS is faster / smaller), next to the same latency ratios from the paper's Table 7 (TPUv3
+and V100).
 
 The paper times batch 128 halved until it fits; on a small CPU one batch for every model is
 chosen instead (--batch, default 4), so the ratios compare equal work per step.
@@ -29,7 +30,6 @@ from common import (
     emit,
     keep_output,
     log,
-    lower_train_step,
     make_train_step,
     spread,
     time_calls,
@@ -100,15 +100,16 @@ def main(argv: list[str]) -> None:
         measured = {}
         steps = {}
         for name, resolution in (rs, eff):
-            model = build_model(name)
             start = time.perf_counter()
-            peak = compiled_peak_bytes(lower_train_step(model, args.batch, resolution).compile())
-            init, step = make_train_step(model, args.batch, resolution)
-            init()
+            train_step = make_train_step(build_model(name), args.batch, resolution)
+            train_step.init()
             elapsed = time.perf_counter() - start
             log(f"{name}@{resolution}: compiled and first step in {elapsed:.0f} s")
-            measured[name] = {"peak_bytes": peak, "seconds": []}
-            steps[name] = step
+            measured[name] = {
+                "peak_bytes": compiled_peak_bytes(train_step.compiled),
+                "seconds": [],
+            }
+            steps[name] = train_step.step
         for round_index in range(args.warmup + args.repeats):
             for name, step in steps.items():
                 seconds = time_calls(step, args.steps)

@@ -130,7 +130,7 @@ def main(argv: list[str]) -> None:
                     )
     if args.skip_train_step:
         return
-    init, step = make_train_step(build_model("resnetrs50"), batch=16, resolution=160)
+    init, step, _ = make_train_step(build_model("resnetrs50"), batch=16, resolution=160)
     init()
     step_rate = spread([16 / s for s in time_calls(step, 5)])
     emit(

@@ -154,10 +154,10 @@ def main(argv: list[str]) -> None:
     contenders = {}
     for impl in [i for i in args.conv_impls.split(",") if i]:
         model = build_model(args.model, conv_impl=impl)
-        init, step = make_train_step(model, args.batch, args.resolution)
         start = time.perf_counter()
+        init, step, _ = make_train_step(model, args.batch, args.resolution)
         init()
-        log(f"rsjax[{impl}]: state + first step {time.perf_counter() - start:.1f} s")
+        log(f"rsjax[{impl}]: compile, state and first step {time.perf_counter() - start:.1f} s")
         infer = make_inference(model, args.infer_batch, args.resolution)
         contenders[f"rsjax[{impl}]"] = {
             "train": lambda n, fn=step: time_calls(fn, n),

@@ -21,9 +21,10 @@ def test_lower_train_step_gives_compiled_memory(tiny_model):
 
 @pytest.mark.slow
 def test_make_train_step_runs(tiny_model):
-    init, step = common.make_train_step(tiny_model, batch=2, resolution=32)
+    init, step, compiled = common.make_train_step(tiny_model, batch=2, resolution=32)
     init()
     assert len(common.time_calls(step, 3)) == 3
+    assert compiled.memory_analysis().temp_size_in_bytes > 0  # what family_pairs.py reads
 
 
 def test_conv_layers_times_both_modes(tiny_model):
