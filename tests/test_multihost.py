@@ -43,15 +43,19 @@ def child_env(devices: int) -> dict[str, str]:
     }
 
 
-def launch(flags: list[str], workdir, port: int, heartbeat_s: int = 100) -> list[subprocess.Popen]:
-    """One `rsjax train` process per id, all on `workdir`, joined through 127.0.0.1:`port`."""
+def launch(
+    flags: list[str], workdir, port: int, heartbeat_s: int = 100, prelude: str = ""
+) -> list[subprocess.Popen]:
+    """One `rsjax train` process per id, all on `workdir`, joined through 127.0.0.1:`port`;
+    `prelude` (Python) runs in each process before the command."""
     flags, env = mesh_flags(flags), child_env(DEVICES)
+    run_cli = "import sys\nfrom rsjax.cli import main\nsys.exit(main(sys.argv[1:]))"
+    command = ["-c", f"{prelude}\n{run_cli}"]
     return [
         subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "rsjax.cli",
+                *(command if prelude else ["-m", "rsjax.cli"]),
                 "train",
                 *flags,
                 "--workdir",
@@ -113,6 +117,32 @@ def test_two_processes_train_together_and_only_process_0_writes(small_fmnist, tm
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
         "12", "4", "8"
     ]  # fmt: skip
+
+
+# Process 0 finishes compiling its steps 70 s after process 1: longer than the CPU collectives
+# (gloo) wait for a peer to join a computation (30 s; 60 s for the first).
+SLOW_COMPILE = """
+import time, jax
+from rsjax.train import programs
+compile_steps = programs.Program.compile_steps
+def slow(self, schedule):
+    steps = compile_steps(self, schedule)
+    if jax.process_index() == 0:
+        time.sleep(70)
+    return steps
+programs.Program.compile_steps = slow
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_compiles_70_s_later_than_its_peer_does_not_break_the_run(
+    small_fmnist, tmp_path
+):
+    """The processes meet at a barrier after compiling, so the first step's collectives start
+    together however long each process took to compile."""
+    flags = config_flags(small_fmnist, steps=4, checkpoint_every=4)
+    finish(launch(flags, tmp_path, free_port(), prelude=SLOW_COMPILE))
+    assert read_result(tmp_path / "result.json")["status"] == "complete"
 
 
 def train_losses(workdir) -> dict[int, float]:

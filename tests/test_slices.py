@@ -8,6 +8,7 @@ in seconds. The slow test trains real 2-process runs on the fake slices.
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ import time
 import pytest
 
 from rsjax.errors import UsageError
-from rsjax.results import read_result
+from rsjax.results import RunRecord, read_result
 from rsjax.sweep import attempts, cloud, shipping, slices, startup, state, tpu_vm
 from rsjax.sweep import commands as sweep_commands
 from rsjax.sweep.grid import Run
@@ -346,6 +347,33 @@ def test_sweep_down_deletes_every_slice_of_the_sweep_and_no_other(fake_cloud, pa
     assert tpu_vm.down(args) == 0
     assert len(fake_cloud.live()) == 1  # the other sweep's
     assert slices.down(str(tmp_path / "other"), other.qr) == 0
+
+
+def test_a_complete_runs_slice_waits_for_its_workers_last_uploads(fake_cloud, payload, tmp_path):
+    """A run whose record is complete while its attempt has no exit.json (worker 0 still copying
+    its last log up) keeps its slice, counted live, for exit_grace_s; a run whose attempt has
+    ended loses its slice at once."""
+    now = [time.time()]
+    limits = dataclasses.replace(FAST, exit_grace_s=60.0)
+    ctl = slices.Controller(
+        grid(2), str(tmp_path / "w"), cloud.QueuedResources(SPEC), payload, limits,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    fake_cloud.set_faults(wait_polls=1000)  # the slices never boot: the test writes the records
+    state.write_sweep(ctl.workdir, ctl.runs)
+    assert len(ctl.tick().created) == 2
+    header = {"schema": 1, "config": {}, "model": {}, "metrics": {}, "versions": {}}
+    for run in ctl.runs:
+        RunRecord.start(tmp_path / "w" / run.name, header).complete(metrics={"top1": 0.5})
+    ended = attempts.attempt_dir(ctl.run_dir(ctl.runs[1]), 1) / attempts.EXIT_FILE
+    attempts.write_json(ended, {"returncode": 0, "ended_at": now[0], "step": 6})
+    tick = ctl.tick()
+    assert len(tick.deleted) == 1 and ctl.runs[1].run_id in tick.deleted[0]
+    assert tick.complete == 2 and tick.live == 1 and not tick.finished
+    now[0] += 61.0
+    tick = ctl.tick()
+    assert len(tick.deleted) == 1 and tick.live == 0
+    assert ctl.tick().finished and not fake_cloud.live()
 
 
 def test_status_and_logs_read_attempts_on_a_gs_workdir(fake_bucket, capsys):

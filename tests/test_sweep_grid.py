@@ -82,6 +82,7 @@ def test_sweep_sizes(sweeps):
     assert len(sweeps["paper_fig2"]) == 175
     assert len(sweeps["paper_fig3"]) == 144
     assert len(sweeps["paper_table7"]) == 11
+    assert len(sweeps["paper_fig4"]) == 11 + 8 + 28  # + B0-B7 + EfficientNet-RS B2-B7
     assert len(sweeps["paper_table2"]) == len(table2) * len(wd_columns) == 12
     # Table 1 steps 0 (stepwise LR) and 10 (ResNet-D) have no config knob: documented, not run.
     steps = [int(r["step"]) for r in read_csv("table1_additive_study")]
@@ -167,6 +168,38 @@ def test_table7_runs_have_table8_settings_cell_by_cell(sweeps, configs):
         assert run.overrides["data.randaugment_magnitude"] == float(row["randaugment_magnitude"])
         got[c.model.depth, c.data.image_size] = run.name
     assert set(got) == pareto
+
+
+def test_fig4_holds_table7s_resnet_rs_runs_and_both_efficientnet_families(sweeps, configs):
+    """Its ResNet-RS runs are Table 7's (same names, same configs); B0-B7 at their own
+    resolutions with the Table 10 recipe; EfficientNet-RS: B2-B7's width and depth at every Table 8
+    resolution below their own, nothing else changed."""
+    by_name = dict(zip([r.name for r in sweeps["paper_fig4"]], configs["paper_fig4"], strict=True))
+    for run, c in zip(sweeps["paper_table7"], configs["paper_table7"], strict=True):
+        assert flat(by_name.pop(run.name)) | {"sweep": None} == flat(c) | {"sweep": None}
+    own = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "b4": 380, "b5": 456, "b6": 528, "b7": 600}
+    for variant, resolution in own.items():
+        c = by_name.pop(f"efficientnet_{variant}")
+        assert c.model.family == "efficientnet" and c.data.image_size == resolution
+        assert c.optim.name == "rmsprop" and c.optim.base_learning_rate == 0.016
+    resolutions = {int(r["image_resolution"]) for r in read_csv("table8_hparams")}
+    expected = {
+        f"efficientnet_rs_{v}_i{r}" for v in own if v not in ("b0", "b1") for r in resolutions
+        if r < own[v]
+    }  # fmt: skip
+    assert set(by_name) == expected
+    for name, c in by_name.items():
+        variant, resolution = name.split("_")[2], int(name.split("_i")[-1])
+        base = flat(configs_of(f"efficientnet_{variant}"))
+        assert c.data.image_size == resolution and c.model.family == "efficientnet"
+        changed = {k for k, v in flat(c).items() if base.get(k) != v}
+        assert changed <= {"data.image_size", "data.randaugment_magnitude", "name", "sweep"}, name
+
+
+def configs_of(preset: str):
+    from rsjax.configs import imagenet
+
+    return imagenet.get_config(preset)
 
 
 def test_table1_adds_one_improvement_per_step(sweeps, configs):

@@ -5,7 +5,9 @@ point, and two controllers on one sweep agree:
   - the sweep's queued resources (`rsjax.sweep.cloud`, found by their `rsjax-sweep` label);
   - every run's gs:// record (result.json) and attempt records (`rsjax.sweep.attempts`).
 Then, per run:
-  - done (result "complete"): any QR left for it is deleted;
+  - done (result "complete"): any QR left for it is deleted, once its attempt has ended (worker 0
+    uploads its last log and exit.json, then deletes its own slice) or `exit_grace_s` after the
+    record completed;
   - its current attempt's QR is SUSPENDED / FAILED (a preempted spot slice, or one never
     provisioned), or ACTIVE with a heartbeat older than `heartbeat_timeout_s` (hung): recorded as
     lost and deleted; the next tick creates the next attempt, which resumes from the checkpoint;
@@ -20,6 +22,7 @@ run is complete or given up and the sweep holds no QR.
 """
 
 import dataclasses
+import datetime
 import os
 import tempfile
 import time
@@ -42,6 +45,7 @@ class Limits:
     poll_s: float = 60.0  # between ticks
     heartbeat_s: float = 30.0  # how often workers report
     claim_grace_s: float = 600.0  # a claimed attempt without a QR is being created this long
+    exit_grace_s: float = 120.0  # a complete run's workers upload their last log this long
 
 
 @dataclasses.dataclass
@@ -50,6 +54,7 @@ class RunView:
 
     run: Run
     status: str | None  # result.json's status, None if absent
+    finished_at: float | None  # when result.json last ended (seconds since the epoch)
     history: list[attempts.AttemptRecord]
     resources: list[cloud.Resource]  # the run's QRs (any attempt)
 
@@ -145,6 +150,7 @@ class Controller:
                 RunView(
                     run=run,
                     status=record["status"] if record else None,
+                    finished_at=_epoch(record.get("finished")) if record else None,
                     history=attempts.read_attempts(self.run_dir(run)),
                     resources=by_run.get(run.run_id, []),
                 )
@@ -165,6 +171,7 @@ class Controller:
             live = self._reconcile(view, now, tick)
             if view.status == "complete":
                 tick.complete += 1
+                tick.live += live  # a finished run's slice, its workers' last uploads under way
             elif live:
                 tick.live += 1
             elif view.failures >= self.limits.max_failures:
@@ -225,11 +232,13 @@ class Controller:
         return now - record.claim["claimed_at"] if record.claim else float("inf")
 
     def _why_delete(self, view: RunView, resource: cloud.Resource, now: float) -> str | None:
+        current = view.current
         if view.status == "complete":
-            return "complete"
+            uploading = resource.attempt == view.last_attempt and not (current and current.ended)
+            since = now - (view.finished_at or 0.0)
+            return None if uploading and since < self.limits.exit_grace_s else "complete"
         if resource.attempt != view.last_attempt:
             return "stale attempt"
-        current = view.current
         if current is not None and current.ended:
             return "ended"
         if resource.state in cloud.LOST:
@@ -296,6 +305,11 @@ class Controller:
             self.log(f"[tpu] given up after {self.limits.max_failures} failures: "
                      + ", ".join(tick.given_up))  # fmt: skip
         return 0 if tick.complete == len(self.runs) else 1
+
+
+def _epoch(iso: str | None) -> float | None:
+    """An ISO 8601 time (the records' `finished`) as seconds since the epoch; None if absent."""
+    return datetime.datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 def _cost(run: Run) -> float:

@@ -60,3 +60,12 @@ def initialize(cluster: Cluster) -> None:
         initialization_timeout=cluster.initialization_timeout_s,
         heartbeat_timeout_seconds=cluster.heartbeat_timeout_s,
     )
+
+
+def barrier(name: str, timeout_s: int = 1800) -> None:
+    """Waits until every process of the run reaches `name` (unique per run), through the
+    coordinator rather than a device collective; returns at once in a one-process run. Raises
+    if `timeout_s` passes first or a peer is declared dead."""
+    from orbax.checkpoint import multihost  # the coordination service's barrier, as Orbax uses it
+
+    multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)

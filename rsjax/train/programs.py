@@ -11,10 +11,11 @@ the one place that does.
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
@@ -52,6 +53,13 @@ def durations(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Durati
     )
 
 
+class CompiledSteps(NamedTuple):
+    """A program's steps compiled ahead: called like `Program.train_step` / `eval_step`."""
+
+    train: jax.stages.Compiled
+    eval: jax.stages.Compiled
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
     """A config's compiled-on-call train program on a mesh.
@@ -87,6 +95,32 @@ class Program:
             durations.decay_every_steps,
         )
         return jax.device_put(schedule, self.replicated)
+
+    def abstract_batch(self, global_batch: int, *, eval: bool = False) -> dict:
+        """ShapeDtypeStructs of a global batch on `batch_sharding`: {"images": [B, H, W, C]
+        float32, "labels": [B] int32} and, with `eval`, "mask": [B] float32."""
+        shapes = {"images": ((global_batch, *self.image_shape), jnp.float32)}
+        shapes["labels"] = ((global_batch,), jnp.int32)
+        if eval:
+            shapes["mask"] = ((global_batch,), jnp.float32)
+        return {
+            k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+            for k, (shape, dtype) in shapes.items()
+        }
+
+    def compile_steps(self, schedule: optim.Schedule) -> "CompiledSteps":
+        """The train step (for `schedule`'s form) and the eval step compiled now, for the
+        config's global batch and eval batch. A multi-process run compiles them before its
+        processes meet at a barrier, so no process waits inside a collective for a peer that is
+        still compiling (CPU collectives give up after about 30 s)."""
+        state = self.abstract_state_on_mesh()
+        train = self.train_step.lower(
+            state, self.abstract_batch(self.config.global_batch_size), schedule
+        ).compile()
+        evaluate = self.eval_step.lower(
+            state, self.abstract_batch(self.config.eval_batch_size, eval=True)
+        ).compile()
+        return CompiledSteps(train=train, eval=evaluate)
 
     def abstract_state_on_mesh(self) -> TrainState:
         """ShapeDtypeStructs of the state with its shardings (what a restore fills in)."""

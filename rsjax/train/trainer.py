@@ -30,7 +30,7 @@ from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
 from rsjax.models import EfficientNet, abstract_variables, layouts
 from rsjax.results import RunRecord, ema_is_warm, existing_result
-from rsjax.train import checkpoint, programs, sharding
+from rsjax.train import checkpoint, distributed, programs, sharding
 from rsjax.train.state import TrainState, resolve_layout
 
 # Train steps the host may dispatch beyond the last one finished. Without a bound it runs up to a
@@ -319,6 +319,8 @@ class _Loop:
         self.log = log
         self.progress = is_main and config.progress
         self.schedule = program.schedule(plan)
+        self.steps = program.compile_steps(self.schedule)
+        distributed.barrier("rsjax.trainer: steps compiled")  # every process compiled
 
     def run(self, state: TrainState, start_step: int) -> _Outcome:
         from rsjax.data import input_pipeline
@@ -342,14 +344,14 @@ class _Loop:
             while step < plan.total_steps:
                 with timer.waiting_for_input():
                     host_batch = next(batches)
-                state, step_metrics = self.program.train_step(
+                state, step_metrics = self.steps.train(
                     state, sharding.global_batch(host_batch, self.program.mesh), self.schedule
                 )
                 step += 1
                 pending.add(step, step_metrics)
                 last = step == plan.total_steps
                 if step == start_step + 1 and not last and not due(step, config.log_every_steps):
-                    timer.restart_after_compile(step, step_metrics)
+                    timer.restart_after_first_step(step, step_metrics)
                 if due(step, config.log_every_steps, last):
                     self._log_train(step, pending.flush(), timer)
                 if due(step, plan.eval_every_steps, last):
@@ -398,9 +400,7 @@ class _Loop:
             process_count=jax.process_count(),
             split=self.config.data.train_eval_split if train_split else None,
         ):
-            sums = self.program.eval_step(
-                state, sharding.global_batch(host_batch, self.program.mesh)
-            )
+            sums = self.steps.eval(state, sharding.global_batch(host_batch, self.program.mesh))
             for k, v in jax.device_get(sums).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
         count = max(totals.pop("count"), 1.0)
@@ -443,7 +443,7 @@ class _PendingMetrics:
 
 
 class _Timer:
-    """Step times per log interval (the interval holding a compile excluded), and seconds
+    """Step times per log interval (the interval holding the first step excluded), and seconds
     blocked on input and on checkpoint saves since the last log."""
 
     def __init__(self, start_step: int) -> None:
@@ -467,9 +467,9 @@ class _Timer:
     def checkpointing(self) -> contextlib.AbstractContextManager:
         return self._adding_to("checkpoint_s")
 
-    def restart_after_compile(self, step: int, metrics: dict) -> None:
-        """The first step compiles: time the rest from its end, so that every log interval (even
-        the only one of a short run) measures steps alone."""
+    def restart_after_first_step(self, step: int, metrics: dict) -> None:
+        """The first step is slow (buffers allocated, caches cold): time the rest from its end,
+        so that every log interval (even the only one of a short run) measures steps alone."""
         jax.block_until_ready(metrics)
         self.interval_start, self.interval_step = time.time(), step
 
@@ -477,7 +477,7 @@ class _Timer:
         """Closes the log interval ending at `step`; returns its images/s."""
         now = time.time()
         seconds = max(now - self.interval_start, 1e-9)
-        if self.interval_step > self.start_step:  # an interval from the resume step compiles
+        if self.interval_step > self.start_step:  # an interval from the resume step warms up
             self.step_times.append(seconds / (step - self.interval_step))
         images_per_s = (step - self.interval_step) * global_batch / seconds
         self.interval_start, self.interval_step = now, step
