@@ -386,6 +386,7 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
         "  rsjax plot fig3 results.csv --out figures\n"
         "  rsjax plot fig2 runs/fmnist_fig3 --out figures\n"
         "  rsjax plot fig4 --out figures            # the paper's Figure 4\n"
+        "  rsjax plot fig4 runs/fig4 --out figures  # profiled runs: Table 7's top-1, labelled\n"
         "  rsjax plot table7 --out figures          # Table 7 with recomputed speed-ups",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

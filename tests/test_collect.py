@@ -138,3 +138,40 @@ def test_schema_valid_but_malformed_records_are_counted_corrupt(tmp_path):
     df = collect(tmp_path)
     assert list(df["run_id"]) == ["00000001"]
     assert df.attrs["summary"].counts()["corrupt"] == 2 and df.attrs["summary"].adds_up()
+
+
+def profiled_record(run_id, family, resolution, params, step_s):
+    """A profile-only record (`rsjax profile` / `sweep launch --profile_only`): no metrics."""
+    record = run_record(run_id, 0.0, status="profiled", point=(50, 1.0, resolution, 350.0))
+    depth = 50 if family == "resnet_rs" else None
+    record["model"].update(family=family, params=params, depth=depth)
+    record["profile"] = {"step_s": step_s, "batch": 8, "device_kind": "cpu"}
+    record["metrics"] = {}
+    return record
+
+
+def test_fig4_draws_profiled_runs_at_the_papers_accuracy_and_says_so(tmp_path, capsys):
+    """Profiled ResNet-RS-50@160 and EfficientNet-B0@224 (params equal to the paper's to 0.1 M)
+    take Table 7's top-1; a trained run keeps its own; EfficientNet-RS (not in Table 7) has none."""
+    from rsjax.analysis import paper
+
+    table = paper.table7_results().set_index("name")
+    rs50, b0 = table.loc["ResNet-RS-50-160"], table.loc["EfficientNet-B0"]
+    root = tmp_path / "fig4"
+    write(root / "rs", profiled_record("aaaa0001", "resnet_rs", 160, rs50["params"] + 2e4, 0.5))
+    write(root / "b0", profiled_record("bbbb0002", "efficientnet", 224, 5_288_548, 0.4))
+    write(root / "b2rs", profiled_record("cccc0003", "efficientnet", 192, 9_109_994, 0.6))
+    trained = run_record("dddd0004", 0.79, point=(50, 1.0, 160, 350.0))
+    trained["model"].update(family="resnet_rs", params=rs50["params"], depth=101)
+    write(root / "trained", trained)
+    df = paper.with_paper_quality(load(root, ("complete", "profiled"))).set_index("run_id")
+    assert df.loc["aaaa0001", "top1"] == rs50["top1"] and df.loc["bbbb0002", "top1"] == b0["top1"]
+    assert df.loc["dddd0004", "top1"] == pytest.approx(79.0)
+    assert df["quality_source"].fillna("none").to_dict() == {
+        "aaaa0001": paper.PAPER_QUALITY, "bbbb0002": paper.PAPER_QUALITY, "cccc0003": "none",
+        "dddd0004": "measured",
+    }  # fmt: skip
+    assert pd.isna(df.loc["cccc0003", "top1"])
+    assert cli.main(["plot", "fig4", str(root), "--out", str(tmp_path / "figs")]) == 0
+    assert "1 untrained run(s) of models not in Table 7" in capsys.readouterr().out
+    assert (tmp_path / "figs" / "fig4.png").stat().st_size > 0

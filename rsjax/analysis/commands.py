@@ -30,10 +30,18 @@ def plot(args: argparse.Namespace) -> int:
     from rsjax.analysis import paper, plots
     from rsjax.results import load
 
-    df = load(args.results) if args.results else None
     quality = args.quality
     if quality == "auto" and args.figure in ("fig4", "table7"):
         quality = "top1"  # Figure 4 and Table 7 compare final models, as the paper
+    df, quality_label = None, None
+    if args.results and args.figure == "fig4":  # profiled runs: measured cost, paper quality
+        df = paper.with_paper_quality(load(args.results, ("complete", "profiled")), quality)
+        if (df["quality_source"] == paper.PAPER_QUALITY).any():
+            quality_label = f"{quality} (%): the paper's Table 7 for untrained models"
+        if unknown := int(df["quality_source"].isna().sum()):
+            print(f"{unknown} untrained run(s) of models not in Table 7: no {quality}, not drawn")
+    elif args.results:
+        df = load(args.results)
     if df is None and args.figure in ("fig2", "fig3"):
         raise ValueError(f"{args.figure} needs RESULTS (a results table or run directories).")
     cost = args.cost or ("latency" if df is not None else "tpuv3_latency_ms")
@@ -42,7 +50,9 @@ def plot(args: argparse.Namespace) -> int:
     elif args.figure == "fig3":
         fig = plots.fig3(df, cost=cost, quality=quality)
     elif args.figure == "fig4":
-        fig = plots.fig4(df, cost=cost, quality=quality, paper_overlay=args.paper)
+        fig = plots.fig4(
+            df, cost=cost, quality=quality, paper_overlay=args.paper, quality_label=quality_label
+        )
     else:
         table = paper.table7(df, costs={args.cost: args.cost} if args.cost else None)
         fig = plots.table7_figure(table)

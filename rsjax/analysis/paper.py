@@ -26,6 +26,32 @@ def table7_results() -> pd.DataFrame:
     return df
 
 
+PAPER_QUALITY = "paper Table 7"
+
+
+def with_paper_quality(df: pd.DataFrame, quality: str = "top1") -> pd.DataFrame:
+    """`df` with `quality` filled from Table 7 where a row has none (a profiled, untrained run)
+    and the same model is in Table 7: the same family and resolution, and the same parameter
+    count to 0.1 M (rsjax's counts round to the table's). `quality_source` says which rows hold
+    "measured" values and which the paper's; rows with neither keep NaN."""
+    paper = table7_results()
+    by_model = dict(zip(_model_key(paper), paper[quality], strict=True))
+    df = df.copy()
+    from_paper = _model_key(df).map(by_model)
+    measured = df[quality].notna()
+    df["quality_source"] = measured.map({True: "measured", False: None})
+    df.loc[~measured & from_paper.notna(), "quality_source"] = PAPER_QUALITY
+    df[quality] = df[quality].where(measured, from_paper)
+    return df
+
+
+def _model_key(df: pd.DataFrame) -> pd.Series:
+    """ "family|resolution|params in M to 0.1" per row: which Table 7 model a row is."""
+    resolution = pd.to_numeric(df["image_resolution"]).astype("Int64").astype(str)
+    params = (pd.to_numeric(df["params"]) / 1e6).round(1).astype(str)
+    return df["family"].astype(str) + "|" + resolution + "|" + params
+
+
 def table7(
     df: pd.DataFrame | None = None,
     ours: str = "resnet_rs",

@@ -146,9 +146,11 @@ def fig4(
     cost: str = "tpuv3_latency_ms",
     quality: str = "top1",
     paper_overlay: bool = False,
+    quality_label: str | None = None,
 ) -> plt.Figure:
     """Figure 4: Pareto curve of each family in `df` (default: the paper's Table 7), points
-    annotated depth-resolution; `paper_overlay` adds Table 7's points in grey."""
+    annotated depth-resolution; `paper_overlay` adds Table 7's points in grey; `quality_label`
+    replaces the quality axis's label (say where its values come from)."""
     from rsjax.analysis.paper import table7_results
 
     df = table7_results() if df is None else df
@@ -173,7 +175,7 @@ def fig4(
                         xytext=(3, -8),
                         textcoords="offset points",
                     )
-    ax.set(xscale="log", xlabel=_label(cost), ylabel=_label(quality))
+    ax.set(xscale="log", xlabel=_label(cost), ylabel=quality_label or _label(quality))
     ax.set_title("Speed-accuracy Pareto curves (Figure 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()

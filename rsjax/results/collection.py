@@ -285,13 +285,15 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> epath.Path:
     return path
 
 
-def load(source: str | os.PathLike | Iterable) -> pd.DataFrame:
+def load(
+    source: str | os.PathLike | Iterable, statuses: Iterable[str] = ROW_STATUSES
+) -> pd.DataFrame:
     """Results tables (.csv/.parquet written by `write_table`; several are concatenated), or
-    `collect(source)` for run directories, result files and globs."""
+    `collect(source, statuses)` for run directories, result files and globs."""
     sources = [source] if isinstance(source, str | os.PathLike) else list(source)
     tables = [epath.Path(s) for s in sources if epath.Path(s).suffix in TABLE_SUFFIXES]
     if not tables:
-        return collect(sources)
+        return collect(sources, statuses)
     if len(tables) != len(sources):
         raise ValueError("pass either results tables (.csv/.parquet) or run directories, not both.")
     frames = []
