@@ -123,22 +123,13 @@ def train_program(
     return programs.build(config, single_mesh(), (resolution, resolution, channels))
 
 
-def _abstract_batch(program: programs.Program, batch: int) -> dict[str, jax.ShapeDtypeStruct]:
-    return {
-        "images": jax.ShapeDtypeStruct((batch, *program.image_shape), jnp.float32),
-        "labels": jax.ShapeDtypeStruct((batch,), jnp.int32),
-    }
-
-
 def lower_train_step(
     model: nn.Module, batch: int, resolution: int, channels: int = 3
 ) -> jax.stages.Lowered:
     """The real train step lowered for abstract inputs (nothing is allocated or initialised)."""
     program = train_program(model, batch, resolution, channels)
     schedule = jax.eval_shape(lambda: program.schedule(latency.nominal_durations(program.config)))
-    return program.train_step.lower(
-        program.abstract_state, _abstract_batch(program, batch), schedule
-    )
+    return program.train_step.lower(program.abstract_state, program.abstract_batch(batch), schedule)
 
 
 class TrainStep(NamedTuple):

@@ -5,7 +5,6 @@ import pathlib
 import re
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from rsjax import cli
@@ -21,11 +20,7 @@ class Built(BaseException):
 
 
 def lowered_text(program: programs.Program) -> str:
-    batch = program.config.global_batch_size
-    data = {
-        "images": jax.ShapeDtypeStruct((batch, *program.image_shape), jnp.float32),
-        "labels": jax.ShapeDtypeStruct((batch,), jnp.int32),
-    }
+    data = program.abstract_batch(program.config.global_batch_size)
     schedule = jax.eval_shape(lambda: program.schedule(programs.Durations(100, 10, 0)))
     return program.train_step.lower(program.abstract_state, data, schedule).as_text()
 
