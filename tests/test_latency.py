@@ -55,6 +55,36 @@ def test_other_errors_are_not_taken_for_out_of_memory():
         profile(broken)
 
 
+def test_a_compiled_peak_larger_than_the_device_halves_the_batch_before_running(monkeypatch):
+    """On CPU an allocation too large does not fail (it swaps or is killed), so the profile
+    compares the compiled peak with the device's memory and halves before the step runs."""
+    config = fmnist_config.get_config("tiny")
+    config.data.image_size = 24
+    mesh = sharding.make_mesh(1, 1)
+    peak_at_4 = latency.measure_step(config, 4, mesh, steps=1, warmup=0)["compiled_peak_bytes"]
+    monkeypatch.setattr(latency, "device_memory_bytes", lambda: peak_at_4)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return latency.measure_step(*args, **kwargs)
+
+    result = latency.profile_train_step(
+        config, mesh, batch_per_device=8, steps=1, warmup=0, measure=counting
+    )
+    assert calls == [8, 4]
+    assert result["batch"] == 4 and result["compiled_peak_bytes"] == peak_at_4
+    with pytest.raises(latency.CompiledPeakTooLarge, match="compiled peak"):
+        latency.measure_step(config, 8, mesh, steps=1, warmup=0)
+
+
+def test_a_cpu_device_holds_at_most_the_hosts_memory():
+    available = latency.device_memory_bytes()
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(meminfo.readline().split()[1])
+    assert 0 < available <= total_kib * 1024
+
+
 @pytest.mark.slow
 def test_profile_cli_on_cpu(tmp_path, capsys):
     """The real thing, small: tiny Fashion-MNIST config, batch 8, two timed steps."""

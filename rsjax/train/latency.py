@@ -2,12 +2,15 @@
 
 The train step (`rsjax.train.programs`: the trainer's own program for the config, sharded over
 its mesh, with its schedule form, EMA, label smoothing and dtype) runs on random data, starting at
-`batch_per_device` x data-axis devices and halving the batch on out-of-memory (RESOURCE_EXHAUSTED)
-until it fits; the latency is normalised back to the starting
+`batch_per_device` x data-axis devices and halving the batch on out-of-memory until it fits: the
+backend's RESOURCE_EXHAUSTED, or, before the step runs, a compiled peak larger than the device's
+memory (`device_memory_bytes`: on CPU the host's available RAM, where an allocation too large
+would not fail but swap or be killed); the latency is normalised back to the starting
 batch (step_s x start / fitted). Memory: XLA's compiled memory analysis of the step, and the
 device's own peak where it reports one (GPU/TPU).
 """
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +24,11 @@ from jax.sharding import Mesh
 from rsjax.train import programs, sharding
 
 Measure = Callable[..., dict[str, Any]]
+
+
+class CompiledPeakTooLarge(MemoryError):
+    """The compiled step's peak memory exceeds what the device has: out of memory, found before
+    anything runs."""
 
 
 def with_batch(config: ml_collections.ConfigDict, global_batch: int) -> ml_collections.ConfigDict:
@@ -42,7 +50,8 @@ def measure_step(
     `global_batch` and times `steps` steps after `warmup` on random data.
 
     Returns {"step_s" (median, seconds), "step_s_min", "step_s_max", "compile_s",
-    "compiled_peak_bytes"}. Out-of-memory surfaces as the backend's error (RESOURCE_EXHAUSTED).
+    "compiled_peak_bytes"}. Out-of-memory surfaces as the backend's error (RESOURCE_EXHAUSTED),
+    or as CompiledPeakTooLarge when the compiled peak exceeds `device_memory_bytes()`.
     """
     config = with_batch(config, global_batch)
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
@@ -58,6 +67,12 @@ def measure_step(
     start = time.perf_counter()
     compiled = program.train_step.lower(state, batch, schedule).compile()
     compile_s = time.perf_counter() - start
+    peak, available = compiled_peak_bytes(compiled), device_memory_bytes()
+    if peak is not None and available is not None and peak > available:
+        raise CompiledPeakTooLarge(
+            f"the step at batch {global_batch} needs {peak / 2**30:.1f} GiB (compiled peak); "
+            f"the device has {available / 2**30:.1f} GiB"
+        )
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -70,7 +85,7 @@ def measure_step(
         "step_s_min": min(times),
         "step_s_max": max(times),
         "compile_s": compile_s,
-        "compiled_peak_bytes": compiled_peak_bytes(compiled),
+        "compiled_peak_bytes": peak,
     }
 
 
@@ -99,8 +114,30 @@ def device_peak_bytes() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
+def device_memory_bytes() -> int | None:
+    """Bytes one device can hold: the backend's limit where it reports one (GPU/TPU); on CPU the
+    host's available memory (MemAvailable) shared by its devices; None if unknown."""
+    device = jax.local_devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    if limit is not None:
+        return int(limit)
+    if device.platform != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available // jax.local_device_count()
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+    return (
+        isinstance(error, CompiledPeakTooLarge)
+        or "RESOURCE_EXHAUSTED" in str(error)
+        or "Out of memory" in str(error)
+    )
 
 
 def profile_train_step(
