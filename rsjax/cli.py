@@ -249,6 +249,8 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
         "Examples:\n  rsjax sweep plan sweeps/paper_fig3.py\n"
         "  rsjax sweep plan sweeps/paper_table7.py --jsonl\n"
         "  rsjax sweep launch sweeps/fmnist_fig3.py --workdir runs/fig3 --launcher local\n"
+        "  rsjax sweep launch sweeps/paper_fig4.py --workdir runs/fig4 --profile_only \\\n"
+        "      --only 'efficientnet_b[0-2]' --profile_batch_per_device 32\n"
         "  rsjax sweep launch sweeps/paper_fig3.py --workdir gs://B/fig3 --launcher tpu-vm \\\n"
         "      --project P --zone us-central2-b --accelerator_type v4-32 --max_slices 8\n"
         "  rsjax sweep status gs://B/fig3\n"
@@ -276,6 +278,13 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     launch.add_argument("--parallel", type=int, default=1, help="local: runs at once")
     launch.add_argument("--only", help="runs whose name matches this glob")
     launch.add_argument("--profile_only", action="store_true", help="profile, do not train")
+    launch.add_argument(
+        "--profile_batch_per_device",
+        type=int,
+        default=128,
+        help="--profile_only: the batch per device the profile starts at (Appendix H: 128, "
+        "halved on out-of-memory)",
+    )
     tpu = launch.add_argument_group(
         "tpu-vm launcher (queued resources: up to --max_slices slices at once, each running its "
         "run from a startup script; preempted slices come back as the next attempt)"

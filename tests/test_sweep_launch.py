@@ -16,7 +16,7 @@ import pytest
 from etils import epath
 
 from rsjax.errors import UsageError
-from rsjax.results import read_result
+from rsjax.results import RunRecord, read_result
 from rsjax.sweep import commands as sweep_commands
 from rsjax.sweep import local, state
 from rsjax.sweep.grid import Run
@@ -168,8 +168,48 @@ def test_status_reports_failures_and_corrupt_results(tmp_path, capsys, where, re
                     workdir=str(workdir),
                     parallel=1,
                     profile_only=False,
+                    profile_batch_per_device=128,
                 )
             )
+
+
+def test_a_profile_launch_starts_each_profile_at_the_batch_it_was_given(tmp_path, monkeypatch):
+    """--profile_batch_per_device reaches `profile_run` through the worker's argv."""
+    import rsjax.train.profile_run
+    from rsjax.sweep import worker
+    from rsjax.train import compilation
+
+    assert "--batch_per_device" not in local.worker_command(tmp_path, False, 32)
+    argv = local.worker_command(tmp_path / "r0", True, 32)
+    assert argv[-4:] == [str(tmp_path / "r0"), "--profile_only", "--batch_per_device", "32"]
+    batches = []
+
+    def fake_profile(config, workdir, *, batch_per_device):
+        batches.append(batch_per_device)
+        header = {"schema": 1, "config": {}, "model": {}, "metrics": {}, "versions": {}}
+        RunRecord.start(workdir, header).profiled({"step_s": 1.0})
+
+    monkeypatch.setattr(rsjax.train.profile_run, "profile_run", fake_profile)
+    monkeypatch.setattr(compilation, "use_persistent_cache", lambda directory: str(directory))
+    (run,) = grid(1)
+    state.write_sweep(tmp_path, [run])
+    with pytest.raises(SystemExit) as exit_code:
+        worker.main(argv[3:])
+    assert exit_code.value.code == 0 and batches == [32]
+    assert state.is_done(tmp_path / "r0", profile_only=True)
+
+
+def test_a_profile_batch_below_one_is_refused_before_the_launch(tmp_path, capsys):
+    from rsjax import cli
+
+    code = cli.main(
+        ["sweep", "launch", str(REPO / "sweeps" / "paper_fig4.py"), "--workdir",
+         str(tmp_path / "w"), "--profile_only", "--profile_batch_per_device", "0"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--profile_batch_per_device must be >= 1" in err[0]
+    assert not (tmp_path / "w").exists()
 
 
 def test_only_glob_and_bad_parallel(tmp_path):

@@ -2,6 +2,7 @@
 
 import argparse
 import collections
+import functools
 import json
 import time
 
@@ -74,6 +75,10 @@ def plan(args: argparse.Namespace) -> int:
 
 
 def launch(args: argparse.Namespace) -> int:
+    if args.profile_batch_per_device < 1:
+        raise UsageError(
+            f"--profile_batch_per_device must be >= 1, got {args.profile_batch_per_device}"
+        )
     runs = local.select(load_sweep(args.sweep_file), args.only)
     if args.launcher == "tpu-vm":
         from rsjax.sweep import tpu_vm
@@ -87,7 +92,13 @@ def launch(args: argparse.Namespace) -> int:
     workdir = epath.Path(args.workdir).resolve()
     print(f"[sweep] {len(runs)} runs -> {workdir} (parallel {args.parallel})")
     summary = local.launch_local(
-        runs, workdir, parallel=args.parallel, profile_only=args.profile_only
+        runs,
+        workdir,
+        parallel=args.parallel,
+        profile_only=args.profile_only,
+        command=functools.partial(
+            local.worker_command, batch_per_device=args.profile_batch_per_device
+        ),
     )
     print(
         f"[sweep] finished here: {len(summary.ran)}, failed: {len(summary.failed)}, "

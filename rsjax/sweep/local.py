@@ -36,10 +36,15 @@ def select(runs: Sequence[Run], only: str | None) -> list[Run]:
     return chosen
 
 
-def worker_command(run_dir: epath.Path, profile_only: bool) -> list[str]:
-    """The command that trains (or profiles) the run recorded in run_dir/run.json."""
+def worker_command(
+    run_dir: epath.Path, profile_only: bool, batch_per_device: int = 128
+) -> list[str]:
+    """The command that trains (or profiles, from `batch_per_device` per device) the run
+    recorded in run_dir/run.json."""
     command = [sys.executable, "-m", "rsjax.sweep.worker", str(run_dir)]
-    return [*command, "--profile_only"] if profile_only else command
+    if not profile_only:
+        return command
+    return [*command, "--profile_only", "--batch_per_device", str(batch_per_device)]
 
 
 def launch_local(

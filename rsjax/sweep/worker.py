@@ -22,9 +22,10 @@ from rsjax.sweep.grid import build_config
 CACHE_DIR = ".jax_cache"  # in the sweep's workdir
 
 
-def run_one(run_dir: epath.Path, profile_only: bool = False) -> int:
-    """Exit code: 0 trained (or profiled), 1 failed, LOCKED_EXIT_CODE when another process
-    holds the run, DONE_EXIT_CODE when it was already done."""
+def run_one(run_dir: epath.Path, profile_only: bool = False, batch_per_device: int = 128) -> int:
+    """Exit code: 0 trained (or profiled, starting at `batch_per_device`), 1 failed,
+    LOCKED_EXIT_CODE when another process holds the run, DONE_EXIT_CODE when it was already
+    done."""
     run = state.run_from_json(json.loads((run_dir / state.RUN_FILE).read_text()))
     with state.run_lock(run_dir) as acquired:
         if not acquired:
@@ -39,7 +40,7 @@ def run_one(run_dir: epath.Path, profile_only: bool = False) -> int:
             if profile_only:
                 from rsjax.train.profile_run import profile_run
 
-                profile_run(config, run_dir)
+                profile_run(config, run_dir, batch_per_device=batch_per_device)
             else:
                 from rsjax.train import train_and_evaluate
 
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=epath.Path)
     parser.add_argument("--profile_only", action="store_true")
+    parser.add_argument("--batch_per_device", type=int, default=128, help="profile's first batch")
     args = parser.parse_args(argv)
-    sys.exit(run_one(args.run_dir.resolve(), args.profile_only))
+    sys.exit(run_one(args.run_dir.resolve(), args.profile_only, args.batch_per_device))
 
 
 if __name__ == "__main__":
