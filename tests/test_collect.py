@@ -150,15 +150,27 @@ def profiled_record(run_id, family, resolution, params, step_s):
     return record
 
 
+def test_a_profile_that_halved_its_batch_is_read_at_the_batch_it_started_from(tmp_path):
+    """Latency and batch go together: normalized_step_s is per step of normalized_batch."""
+    record = profiled_record("ffff0006", "efficientnet", 224, 5_288_548, 23.75)
+    record["profile"].update(batch=64, normalized_batch=128, normalized_step_s=47.5)
+    write(tmp_path / "b0", record)
+    row = load(tmp_path, ("profiled",)).iloc[0]
+    assert row["batch"] == 128 and row["latency"] == pytest.approx(47.5)
+
+
 def test_fig4_draws_profiled_runs_at_the_papers_accuracy_and_says_so(tmp_path, capsys):
-    """Profiled ResNet-RS-50@160 and EfficientNet-B0@224 (params equal to the paper's to 0.1 M)
-    take Table 7's top-1; a trained run keeps its own; EfficientNet-RS (not in Table 7) has none."""
+    """Profiled ResNet-RS-50@160 and EfficientNet-B0@224 (their real parameter counts, which
+    Table 7 rounds to "36" and "5.3" M) take Table 7's top-1; a trained run keeps its own;
+    EfficientNet-RS B2@192 (not in Table 7) and an RS-50-sized model at a resolution the table
+    does not list have none."""
     from rsjax.analysis import paper
 
     table = paper.table7_results().set_index("name")
     rs50, b0 = table.loc["ResNet-RS-50-160"], table.loc["EfficientNet-B0"]
     root = tmp_path / "fig4"
-    write(root / "rs", profiled_record("aaaa0001", "resnet_rs", 160, rs50["params"] + 2e4, 0.5))
+    write(root / "rs", profiled_record("aaaa0001", "resnet_rs", 160, 35_691_912, 0.5))
+    write(root / "rs999", profiled_record("eeee0005", "resnet_rs", 999, 35_691_912, 0.5))
     write(root / "b0", profiled_record("bbbb0002", "efficientnet", 224, 5_288_548, 0.4))
     write(root / "b2rs", profiled_record("cccc0003", "efficientnet", 192, 9_109_994, 0.6))
     trained = run_record("dddd0004", 0.79, point=(50, 1.0, 160, 350.0))
@@ -169,9 +181,9 @@ def test_fig4_draws_profiled_runs_at_the_papers_accuracy_and_says_so(tmp_path, c
     assert df.loc["dddd0004", "top1"] == pytest.approx(79.0)
     assert df["quality_source"].fillna("none").to_dict() == {
         "aaaa0001": paper.PAPER_QUALITY, "bbbb0002": paper.PAPER_QUALITY, "cccc0003": "none",
-        "dddd0004": "measured",
+        "dddd0004": "measured", "eeee0005": "none",
     }  # fmt: skip
     assert pd.isna(df.loc["cccc0003", "top1"])
     assert cli.main(["plot", "fig4", str(root), "--out", str(tmp_path / "figs")]) == 0
-    assert "1 untrained run(s) of models not in Table 7" in capsys.readouterr().out
+    assert "2 untrained run(s) of models not in Table 7" in capsys.readouterr().out
     assert (tmp_path / "figs" / "fig4.png").stat().st_size > 0

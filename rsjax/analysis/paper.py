@@ -29,15 +29,17 @@ def table7_results() -> pd.DataFrame:
 PAPER_QUALITY = "paper Table 7"
 
 
+# Table 7 prints parameters to two significant figures ("36", "5.3"): at most 4.2% off the count.
+PARAMS_TOLERANCE = 0.05
+
+
 def with_paper_quality(df: pd.DataFrame, quality: str = "top1") -> pd.DataFrame:
     """`df` with `quality` filled from Table 7 where a row has none (a profiled, untrained run)
-    and the same model is in Table 7: the same family and resolution, and the same parameter
-    count to 0.1 M (rsjax's counts round to the table's). `quality_source` says which rows hold
-    "measured" values and which the paper's; rows with neither keep NaN."""
-    paper = table7_results()
-    by_model = dict(zip(_model_key(paper), paper[quality], strict=True))
+    and the same model is in Table 7: the same family and resolution, and a parameter count
+    within `PARAMS_TOLERANCE` of the table's (the nearest, if several). `quality_source` says which
+    rows hold "measured" values and which the paper's; rows with neither keep NaN."""
     df = df.copy()
-    from_paper = _model_key(df).map(by_model)
+    from_paper = pd.Series([_paper_value(row, quality) for _, row in df.iterrows()], df.index)
     measured = df[quality].notna()
     df["quality_source"] = measured.map({True: "measured", False: None})
     df.loc[~measured & from_paper.notna(), "quality_source"] = PAPER_QUALITY
@@ -45,11 +47,19 @@ def with_paper_quality(df: pd.DataFrame, quality: str = "top1") -> pd.DataFrame:
     return df
 
 
-def _model_key(df: pd.DataFrame) -> pd.Series:
-    """ "family|resolution|params in M to 0.1" per row: which Table 7 model a row is."""
-    resolution = pd.to_numeric(df["image_resolution"]).astype("Int64").astype(str)
-    params = (pd.to_numeric(df["params"]) / 1e6).round(1).astype(str)
-    return df["family"].astype(str) + "|" + resolution + "|" + params
+def _paper_value(row: pd.Series, column: str) -> float | None:
+    """Table 7's `column` for the model `row` is (see `with_paper_quality`), or None."""
+    paper = table7_results()
+    same = paper[
+        (paper["family"] == row["family"])
+        & (paper["image_resolution"] == pd.to_numeric(row["image_resolution"]))
+    ]
+    if same.empty or pd.isna(row["params"]):
+        return None
+    off = (same["params"] / float(row["params"]) - 1.0).abs()
+    if off.min() > PARAMS_TOLERANCE:
+        return None
+    return float(same.loc[off.idxmin(), column])
 
 
 def table7(

@@ -244,8 +244,11 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
         "params": model.get("params"),
         "flops": model.get("flops_per_image"),
         "latency": None,  # filled per model by `_model_latency`
+        # A profile that halved its batch is timed at the batch it started from (Appendix H).
         "run_latency": profile.get("normalized_step_s") or profile.get("step_s"),
-        "batch": profile.get("batch") or train.get("global_batch"),
+        "batch": profile.get("normalized_batch")
+        or profile.get("batch")
+        or train.get("global_batch"),
         "memory": profile.get("compiled_peak_bytes"),
         "top1": top1,
         "top5": _percent(metrics.get("ema_top5" if ema else "top5")),
