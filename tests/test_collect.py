@@ -143,20 +143,27 @@ def test_schema_valid_but_malformed_records_are_counted_corrupt(tmp_path):
 def profiled_record(run_id, family, resolution, params, step_s):
     """A profile-only record (`rsjax profile` / `sweep launch --profile_only`): no metrics."""
     record = run_record(run_id, 0.0, status="profiled", point=(50, 1.0, resolution, 350.0))
-    depth = 50 if family == "resnet_rs" else None
-    record["model"].update(family=family, params=params, depth=depth)
+    if family == "resnet_rs":
+        record["model"].update(family=family, params=params, depth=50)
+    else:  # as EfficientNet records are: seven stages, no ResNet depth or layer count
+        stage_sizes = [1, 2, 2, 3, 3, 4, 1]
+        record["model"].update(
+            family=family, params=params, depth=None, layers=None, stage_sizes=stage_sizes
+        )
     record["profile"] = {"step_s": step_s, "batch": 8, "device_kind": "cpu"}
     record["metrics"] = {}
     return record
 
 
 def test_a_profile_that_halved_its_batch_is_read_at_the_batch_it_started_from(tmp_path):
-    """Latency and batch go together: normalized_step_s is per step of normalized_batch."""
+    """Latency and batch go together: normalized_step_s is per step of normalized_batch; an
+    EfficientNet has no ResNet depth."""
     record = profiled_record("ffff0006", "efficientnet", 224, 5_288_548, 23.75)
     record["profile"].update(batch=64, normalized_batch=128, normalized_step_s=47.5)
     write(tmp_path / "b0", record)
     row = load(tmp_path, ("profiled",)).iloc[0]
     assert row["batch"] == 128 and row["latency"] == pytest.approx(47.5)
+    assert pd.isna(row["depth"]) and pd.isna(row["layers"])  # not ResNet's 3 x 16 blocks + 2
 
 
 def test_fig4_draws_profiled_runs_at_the_papers_accuracy_and_says_so(tmp_path, capsys):

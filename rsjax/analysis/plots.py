@@ -165,16 +165,13 @@ def fig4(
         front = pareto_frontier(group, cost, quality)
         ax.scatter(group[cost], group[quality], marker=MARKERS[i], s=24)
         ax.plot(front[cost], front[quality], marker=MARKERS[i], label=str(family))
-        if {"depth", "image_resolution"} <= set(group.columns):
-            for _, r in front.iterrows():
-                if pd.notna(r["depth"]) and pd.notna(r["image_resolution"]):
-                    ax.annotate(
-                        f"{int(r['depth'])}-{int(r['image_resolution'])}",
-                        (r[cost], r[quality]),
-                        fontsize=6,
-                        xytext=(3, -8),
-                        textcoords="offset points",
-                    )
+        for _, r in front.iterrows():
+            label = _point_label(r)
+            if label:
+                ax.annotate(
+                    label, (r[cost], r[quality]), fontsize=6, xytext=(3, -8),
+                    textcoords="offset points",
+                )  # fmt: skip
     ax.set(xscale="log", xlabel=_label(cost), ylabel=quality_label or _label(quality))
     ax.set_title("Speed-accuracy Pareto curves (Figure 4)")
     ax.legend(fontsize=8)
@@ -213,3 +210,12 @@ def save(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[epath.P
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def _point_label(row: pd.Series) -> str | None:
+    """ "depth-resolution" for a ResNet ("50-160"), else the run's name ("efficientnet_b0")."""
+    depth, resolution = row.get("depth"), row.get("image_resolution")
+    if pd.notna(depth) and pd.notna(resolution):
+        return f"{int(depth)}-{int(resolution)}"
+    name = row.get("name")
+    return str(name) if pd.notna(name) else None

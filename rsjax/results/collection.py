@@ -220,7 +220,9 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
     train = record.get("train") or {}
     profile = record.get("profile") or {}
     stage_sizes = model.get("stage_sizes") or []
-    layers = model.get("layers") or (layer_count(stage_sizes) if stage_sizes else None)
+    family = model.get("family", "resnet_rs")  # records before the field: ResNet-RS
+    resnet = family == "resnet_rs"  # layer_count is ResNet's rule (3 per bottleneck block + 2)
+    layers = model.get("layers") or (layer_count(stage_sizes) if stage_sizes and resnet else None)
     ema = metrics.get("ema_top1") is not None
     top1 = _percent(metrics.get("ema_top1" if ema else "top1"))
     num_epochs = config.get("num_epochs") or 0
@@ -234,7 +236,7 @@ def flatten(record: dict, path: str | os.PathLike = "") -> dict:
         "name": record.get("name") or config.get("name"),
         "sweep": record.get("sweep"),
         "status": record["status"],
-        "family": model.get("family", "resnet_rs"),  # records before the field: ResNet-RS
+        "family": family,
         "depth": model.get("depth") or layers,
         "layers": layers,
         "stage_sizes": "-".join(str(n) for n in stage_sizes) or None,
