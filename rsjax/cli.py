@@ -22,7 +22,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from rsjax import extras
+from rsjax import extras, paper_tables
 from rsjax.errors import UsageError, first_line
 
 FIGURES = ("fig2", "fig3", "fig4", "table7")
@@ -215,7 +215,9 @@ def _profile(argv: Sequence[str]) -> int:
         return 0
     spec, overrides, rest = configs.split_flags(argv, "rsjax profile")
     parser = _flag_parser("rsjax profile")
-    parser.add_argument("--batch_per_device", type=int, default=128)
+    parser.add_argument(
+        "--batch_per_device", type=int, default=paper_tables.PROFILE_BATCH_PER_DEVICE
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workdir")
@@ -281,7 +283,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     launch.add_argument(
         "--profile_batch_per_device",
         type=int,
-        default=128,
+        default=paper_tables.PROFILE_BATCH_PER_DEVICE,
         help="--profile_only: the batch per device the profile starts at (Appendix H: 128, "
         "halved on out-of-memory)",
     )

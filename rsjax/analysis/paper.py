@@ -38,8 +38,10 @@ def with_paper_quality(df: pd.DataFrame, quality: str = "top1") -> pd.DataFrame:
     and the same model is in Table 7: the same family and resolution, and a parameter count
     within `PARAMS_TOLERANCE` of the table's (the nearest, if several). `quality_source` says which
     rows hold "measured" values and which the paper's; rows with neither keep NaN."""
-    df = df.copy()
-    from_paper = pd.Series([_paper_value(row, quality) for _, row in df.iterrows()], df.index)
+    df, paper = df.copy(), table7_results()
+    from_paper = pd.Series(
+        [_paper_value(paper, row, quality) for _, row in df.iterrows()], df.index, dtype=float
+    )
     measured = df[quality].notna()
     df["quality_source"] = measured.map({True: "measured", False: None})
     df.loc[~measured & from_paper.notna(), "quality_source"] = PAPER_QUALITY
@@ -47,9 +49,8 @@ def with_paper_quality(df: pd.DataFrame, quality: str = "top1") -> pd.DataFrame:
     return df
 
 
-def _paper_value(row: pd.Series, column: str) -> float | None:
-    """Table 7's `column` for the model `row` is (see `with_paper_quality`), or None."""
-    paper = table7_results()
+def _paper_value(paper: pd.DataFrame, row: pd.Series, column: str) -> float | None:
+    """`paper`'s (Table 7's) `column` for the model `row` is (see `with_paper_quality`), or None."""
     same = paper[
         (paper["family"] == row["family"])
         & (paper["image_resolution"] == pd.to_numeric(row["image_resolution"]))

@@ -12,6 +12,9 @@ import pathlib
 
 _DIR = pathlib.Path(__file__).parent
 
+# Appendix H: latency is timed from a batch of 128 per device, halved until it fits.
+PROFILE_BATCH_PER_DEVICE = 128
+
 
 def _parse(value: str) -> int | float | str | None:
     if value == "":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from etils import epath
 
+from rsjax import paper_tables
 from rsjax.sweep import state
 from rsjax.sweep.grid import Run
 
@@ -37,7 +38,9 @@ def select(runs: Sequence[Run], only: str | None) -> list[Run]:
 
 
 def worker_command(
-    run_dir: epath.Path, profile_only: bool, batch_per_device: int = 128
+    run_dir: epath.Path,
+    profile_only: bool,
+    batch_per_device: int = paper_tables.PROFILE_BATCH_PER_DEVICE,
 ) -> list[str]:
     """The command that trains (or profiles, from `batch_per_device` per device) the run
     recorded in run_dir/run.json."""

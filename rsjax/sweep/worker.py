@@ -15,14 +15,18 @@ import traceback
 
 from etils import epath
 
-from rsjax import configs
+from rsjax import configs, paper_tables
 from rsjax.sweep import state
 from rsjax.sweep.grid import build_config
 
 CACHE_DIR = ".jax_cache"  # in the sweep's workdir
 
 
-def run_one(run_dir: epath.Path, profile_only: bool = False, batch_per_device: int = 128) -> int:
+def run_one(
+    run_dir: epath.Path,
+    profile_only: bool = False,
+    batch_per_device: int = paper_tables.PROFILE_BATCH_PER_DEVICE,
+) -> int:
     """Exit code: 0 trained (or profiled, starting at `batch_per_device`), 1 failed,
     LOCKED_EXIT_CODE when another process holds the run, DONE_EXIT_CODE when it was already
     done."""
@@ -57,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=epath.Path)
     parser.add_argument("--profile_only", action="store_true")
-    parser.add_argument("--batch_per_device", type=int, default=128, help="profile's first batch")
+    parser.add_argument(
+        "--batch_per_device",
+        type=int,
+        default=paper_tables.PROFILE_BATCH_PER_DEVICE,
+        help="profile's first batch",
+    )
     args = parser.parse_args(argv)
     sys.exit(run_one(args.run_dir.resolve(), args.profile_only, args.batch_per_device))
 

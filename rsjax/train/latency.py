@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from rsjax import paper_tables
 from rsjax.train import programs, sharding
 
 Measure = Callable[..., dict[str, Any]]
@@ -150,7 +151,7 @@ def profile_train_step(
     config: ml_collections.ConfigDict,
     mesh: Mesh,
     *,
-    batch_per_device: int = 128,
+    batch_per_device: int = paper_tables.PROFILE_BATCH_PER_DEVICE,
     steps: int = 10,
     warmup: int = 2,
     measure: Measure = measure_step,

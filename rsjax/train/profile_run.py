@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from rsjax import configs
+from rsjax import configs, paper_tables
 from rsjax.results import RunRecord
 from rsjax.train import latency, sharding, trainer
 
@@ -20,7 +20,7 @@ def profile_run(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike | None = None,
     *,
-    batch_per_device: int = 128,
+    batch_per_device: int = paper_tables.PROFILE_BATCH_PER_DEVICE,
     steps: int = 10,
     warmup: int = 2,
     log=print,
