@@ -102,25 +102,14 @@ def _train(argv: Sequence[str]) -> int:
     spec, overrides, rest = configs.split_flags(argv, "rsjax train")
     parser = _flag_parser("rsjax train")
     parser.add_argument("--workdir")
-    parser.add_argument("--jax_distributed", action="store_true")
-    parser.add_argument("--coordinator_address")
-    parser.add_argument("--num_processes", type=int)
-    parser.add_argument("--process_id", type=int)
-    parser.add_argument("--heartbeat_timeout_s", type=int, default=100)
+    _add_cluster_flags(parser)
     args = _parse_flags(parser, rest)
     workdir = args.workdir
     if spec is None or not workdir:
         raise UsageError("--config and --workdir are required (see --help)")
-    from rsjax.train import distributed
-
-    cluster = distributed.Cluster(
-        args.coordinator_address, args.num_processes, args.process_id, args.heartbeat_timeout_s
-    ).check()
-    if cluster.num_processes is not None and not args.jax_distributed:
-        raise UsageError("--coordinator_address and its flags need --jax_distributed")
+    join = _cluster_from_flags(args)
     config = configs.validate(configs.load(spec, overrides, as_text=True))
-    if args.jax_distributed:
-        distributed.initialize(cluster)
+    join()
     from rsjax.train import train_and_evaluate
 
     try:
@@ -135,6 +124,28 @@ def _train(argv: Sequence[str]) -> int:
         )
         return 1
     return 0
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """--jax_distributed and the flags that name its cluster (absent: auto-detected)."""
+    parser.add_argument("--jax_distributed", action="store_true")
+    parser.add_argument("--coordinator_address")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
+    parser.add_argument("--heartbeat_timeout_s", type=int, default=100)
+
+
+def _cluster_from_flags(args: argparse.Namespace) -> Callable[[], None]:
+    """Checks the cluster flags (UsageError) and returns what joins the cluster, if asked to:
+    called after the config is validated, so bad input fails before any process waits."""
+    from rsjax.train import distributed
+
+    cluster = distributed.Cluster(
+        args.coordinator_address, args.num_processes, args.process_id, args.heartbeat_timeout_s
+    ).check()
+    if cluster.num_processes is not None and not args.jax_distributed:
+        raise UsageError("--coordinator_address and its flags need --jax_distributed")
+    return (lambda: distributed.initialize(cluster)) if args.jax_distributed else (lambda: None)
 
 
 def _flag_parser(program: str) -> argparse.ArgumentParser:
@@ -190,12 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 PROFILE_USAGE = """usage: rsjax profile --config FILE[:PRESET] [--config.KEY=VALUE ...]
                      [--batch_per_device N] [--steps N] [--warmup N] [--workdir DIR]
+                     [--jax_distributed [--coordinator_address H:P --num_processes N
+                      --process_id I]]
 
 Time the train step `rsjax train` runs for the config (the same program: schedule form, EMA,
 label smoothing, dtype, shardings) on random data: the median over --steps after --warmup,
 starting at --batch_per_device per data-axis device and halving on out-of-memory, normalised to
 the starting batch (the paper's Appendix H). Also compiled peak memory, FLOPs per image and
-parameters. Prints JSON; --workdir also writes result.json (status "profiled").
+parameters. Prints JSON; --workdir also writes result.json (status "profiled"). With
+--jax_distributed every process of a slice runs it (as with rsjax train): one step over all
+devices, written by process 0.
 
 Examples:
   rsjax profile --config imagenet:resnetrs50_i160
@@ -221,10 +236,13 @@ def _profile(argv: Sequence[str]) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workdir")
+    _add_cluster_flags(parser)
     args = _parse_flags(parser, rest)
     if spec is None:
         raise UsageError("--config is required (see --help)")
+    join = _cluster_from_flags(args)
     config = configs.validate(configs.load(spec, overrides, as_text=True))
+    join()
     from rsjax.train.profile_run import profile_run
 
     record = profile_run(
@@ -255,6 +273,9 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
         "      --only 'efficientnet_b[0-2]' --profile_batch_per_device 32\n"
         "  rsjax sweep launch sweeps/paper_fig3.py --workdir gs://B/fig3 --launcher tpu-vm \\\n"
         "      --project P --zone us-central2-b --accelerator_type v4-32 --max_slices 8\n"
+        "  rsjax sweep launch sweeps/paper_fig3.py --workdir gs://B/fig3 --launcher tpu-vm \\\n"
+        "      --project P --zone us-central2-b --accelerator_type v4-32 --dry_run \\\n"
+        "      --profiles gs://B/fig3-profiles | tail -n 150  # slice-hours per run\n"
         "  rsjax sweep status gs://B/fig3\n"
         "  rsjax sweep logs gs://B/fig3/RUN_NAME --worker 0\n"
         "  rsjax sweep down gs://B/fig3 --project P --zone us-central2-b",
@@ -315,6 +336,11 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     tpu.add_argument("--wheel", help="rsjax wheel to install (default: built from this checkout)")
     tpu.add_argument("--lock", help="lock file to install (default: this checkout's)")
     tpu.add_argument("--dry_run", action="store_true", help="print every create and script only")
+    tpu.add_argument(
+        "--profiles", metavar="WORKDIR",
+        help="--dry_run: also estimate each run's slice-hours from this --profile_only sweep of "
+        "the same file (profiled on the slice type the sweep will use)",
+    )  # fmt: skip
     launch.set_defaults(func=_lazy("rsjax.sweep.commands", "launch"))
 
     down = actions.add_parser(

@@ -44,19 +44,24 @@ def child_env(devices: int) -> dict[str, str]:
 
 
 def launch(
-    flags: list[str], workdir, port: int, heartbeat_s: int = 100, prelude: str = ""
+    flags: list[str],
+    workdir,
+    port: int,
+    heartbeat_s: int = 100,
+    prelude: str = "",
+    command: str = "train",
 ) -> list[subprocess.Popen]:
-    """One `rsjax train` process per id, all on `workdir`, joined through 127.0.0.1:`port`;
-    `prelude` (Python) runs in each process before the command."""
+    """One `rsjax train` (or `command`) process per id, all on `workdir`, joined through
+    127.0.0.1:`port`; `prelude` (Python) runs in each process before the command."""
     flags, env = mesh_flags(flags), child_env(DEVICES)
     run_cli = "import sys\nfrom rsjax.cli import main\nsys.exit(main(sys.argv[1:]))"
-    command = ["-c", f"{prelude}\n{run_cli}"]
+    python = ["-c", f"{prelude}\n{run_cli}"]
     return [
         subprocess.Popen(
             [
                 sys.executable,
-                *(command if prelude else ["-m", "rsjax.cli"]),
-                "train",
+                *(python if prelude else ["-m", "rsjax.cli"]),
+                command,
                 *flags,
                 "--workdir",
                 str(workdir),
@@ -117,6 +122,20 @@ def test_two_processes_train_together_and_only_process_0_writes(small_fmnist, tm
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
         "12", "4", "8"
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_profile_one_step_over_all_devices_and_only_process_0_writes(tmp_path):
+    """`rsjax profile --jax_distributed` (a profile-only attempt on a slice): each process feeds
+    its share of the batch to one step over all 4 devices; one record, process 0's."""
+    flags = ["--config", "fashion_mnist:tiny", "--config.mesh.data=-1", "--batch_per_device=4",
+             "--steps=2", "--warmup=1"]  # fmt: skip
+    procs = launch(flags, tmp_path, free_port(), command="profile")
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    profile = read_result(tmp_path / "result.json")["profile"]
+    assert (profile["batch"], profile["num_devices"]) == (16, PROCESSES * DEVICES)
+    assert profile["normalized_step_s"] > 0
 
 
 # Process 0 finishes compiling its steps 70 s after process 1: longer than the CPU collectives

@@ -49,7 +49,14 @@ FAKE_RSJAX = textwrap.dedent(
         print(f"resumed from step {start}", flush=True)
     steps = int(os.environ.get("FAKE_TRAIN_STEPS", "6"))
     header = {"schema": 1, "config": {}, "model": {}, "metrics": {}, "versions": {}}
+    header["run_id"] = json.loads(os.environ.get("FAKE_RUN_IDS", "{}")).get(args["config.name"])
     record = RunRecord.start(workdir, header, enabled=process == 0)
+    if sys.argv[1] == "profile":  # rsjax profile --batch_per_device=N: 0.5 s per N images
+        batch = 4 * int(args["batch_per_device"])
+        print(f"profiling from batch {batch}", flush=True)
+        record.profiled({"step_s": 0.5, "batch": batch, "normalized_batch": batch,
+                         "normalized_step_s": 0.5, "device_kind": "fake", "num_devices": 4})
+        sys.exit(0)
     for step in range(start, steps):
         time.sleep(float(os.environ.get("FAKE_TRAIN_STEP_S", "0.2")))
         print(f"step {step + 1}/{steps} | loss 1.0", flush=True)
@@ -262,6 +269,38 @@ def test_quota_errors_back_off_and_failed_creates_and_deletes_leave_nothing(
     assert fake_cloud.live() == []
 
 
+def test_a_profile_only_sweep_profiles_on_slices_and_its_profiles_estimate_slice_hours(
+    fake_cloud, payload, tmp_path, monkeypatch, capsys
+):
+    """--profile_only on slices: each attempt runs `rsjax profile --batch_per_device N
+    --jax_distributed`, a "profiled" record is done (slice deleted, not retried), and the
+    profiles feed the --dry_run estimate of the same sweep."""
+    runs = [Run(f"r{i}", {"num_train_steps": 3600 * (i + 1)}, "fashion_mnist:tiny", sweep="t")
+            for i in range(2)]  # fmt: skip
+    monkeypatch.setenv("FAKE_RUN_IDS", json.dumps({run.name: run.run_id for run in runs}))
+    qr = cloud.QueuedResources(SPEC)
+    ctl = slices.Controller(
+        runs, str(tmp_path / "p"), qr, payload, FAST, profile_batch_per_device=16
+    )
+    script = ctl.script(runs[0], 1)
+    assert '/bin/rsjax" profile --config=fashion_mnist:tiny' in script
+    assert "--batch_per_device=16" in script and "--jax_distributed" in script
+    assert run_until_done(ctl) == 0
+    for run in runs:
+        assert state.result_status(tmp_path / "p" / run.name) == "profiled"
+        log = (tmp_path / "p" / run.name / "_launch" / "attempt-1" / "worker-0.log").read_text()
+        assert "profiling from batch 64" in log
+        assert [a.number for a in attempts.read_attempts(tmp_path / "p" / run.name)] == [1]
+    assert max(fake_cloud.creates_per_name().values()) == 1
+    capsys.readouterr()
+    args = launch_args(payload, profiles=str(tmp_path / "p"), max_slices=2)
+    assert tpu_vm.launch(runs, args) == 0
+    out = capsys.readouterr().out
+    # 0.5 s per 64 images at the runs' batch (128: 1 s per step) x 3600 and 7200 steps.
+    assert "estimated 3.0 slice-hours of train steps for 2 of 2 runs" in out
+    assert "at --max_slices 2: at least 2.0 h of wall time" in out
+
+
 @pytest.mark.slow
 def test_launch_env_reaches_every_run_and_bad_env_is_one_line(fake_cloud, payload, tmp_path):
     """--env KEY=VALUE is exported on every worker (TFDS_DATA_DIR: where the data lives, outside
@@ -416,6 +455,7 @@ def launch_args(payload, **overrides) -> argparse.Namespace:
         runtime_version="tpu-ubuntu2204-base", provisioning="spot", valid_until="6h",
         max_slices=8, max_failures=2, budget_slice_hours=None, heartbeat_timeout_s=1800.0,
         poll_s=60.0, wheel=str(payload.wheel), lock=str(payload.lock), dry_run=True,
+        profile_only=False, profile_batch_per_device=128, profiles=None,
     )  # fmt: skip
     return argparse.Namespace(**{**args, **overrides})
 
@@ -445,6 +485,8 @@ def test_bad_launch_flags_and_shipments_are_one_line_before_anything_launches(
         ({"budget_slice_hours": -1.0}, "must be positive"),
         ({"project": None}, "--project"),
         ({"dry_run": False}, "gcloud is not on PATH"),
+        ({"profiles": str(tmp_path / "none")}, "--profiles .*: no such directory"),
+        ({"profiles": str(tmp_path), "dry_run": False}, "read by --dry_run only"),
     ):
         monkeypatch.setenv("PATH", str(tmp_path))  # no gcloud here
         with pytest.raises(UsageError, match=match):

@@ -83,9 +83,6 @@ def launch(args: argparse.Namespace) -> int:
     if args.launcher == "tpu-vm":
         from rsjax.sweep import tpu_vm
 
-        if args.profile_only:
-            raise UsageError("--profile_only runs with --launcher local")
-
         return tpu_vm.launch(runs, args)
     if state.is_remote(args.workdir):
         raise UsageError(f"--launcher local needs a local --workdir, got {args.workdir}")

@@ -5,9 +5,9 @@ point, and two controllers on one sweep agree:
   - the sweep's queued resources (`rsjax.sweep.cloud`, found by their `rsjax-sweep` label);
   - every run's gs:// record (result.json) and attempt records (`rsjax.sweep.attempts`).
 Then, per run:
-  - done (result "complete"): any QR left for it is deleted, once its attempt has ended (worker 0
-    uploads its last log and exit.json, then deletes its own slice) or `exit_grace_s` after the
-    record completed;
+  - done (result "complete", or "profiled" for a profile-only sweep): any QR left for it is
+    deleted, once its attempt has ended (worker 0 uploads its last log and exit.json, then
+    deletes its own slice) or `exit_grace_s` after the record completed;
   - its current attempt's QR is SUSPENDED / FAILED (a preempted spot slice, or one never
     provisioned), or ACTIVE with a heartbeat older than `heartbeat_timeout_s` (hung): recorded as
     lost and deleted; the next tick creates the next attempt, which resumes from the checkpoint;
@@ -112,8 +112,13 @@ class Controller:
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        profile_batch_per_device: int | None = None,
     ) -> None:
         self.runs = list(runs)
+        # Profile-only (`--profile_only`): each attempt runs `rsjax profile` from this batch per
+        # device, and a "profiled" record is done too.
+        self.profile_batch_per_device = profile_batch_per_device
+        self.done_statuses = state.DONE_STATUSES[profile_batch_per_device is not None]
         self.env = dict(env or {})  # exported on every worker (startup.render)
         self.workdir = workdir.rstrip("/")
         self.qr = qr
@@ -131,6 +136,19 @@ class Controller:
 
     def ship_dir(self) -> str:
         return f"{self.workdir}/{attempts.LAUNCH_DIR}/ship"
+
+    def script(self, run: Run, number: int) -> str:
+        """The startup script of the run's attempt `number`."""
+        attempt = startup.Attempt(
+            run=run,
+            run_dir=self.run_dir(run),
+            attempt=number,
+            resource=cloud.resource_name(self.qr.spec.prefix, self.sweep, run.run_id, number),
+            ship_dir=self.ship_dir(),
+            heartbeat_s=self.limits.heartbeat_s,
+            profile_batch_per_device=self.profile_batch_per_device,
+        )
+        return startup.render(attempt, self.payload, self.qr, self.env)
 
     def ship(self) -> None:
         """Uploads the wheel and lock to WORKDIR/_launch/ship (once per launch)."""
@@ -169,7 +187,7 @@ class Controller:
         for view in views:
             tick.slice_hours += sum(a.slice_hours(now) for a in view.history)
             live = self._reconcile(view, now, tick)
-            if view.status == "complete":
+            if view.status in self.done_statuses:
                 tick.complete += 1
                 tick.live += live  # a finished run's slice, its workers' last uploads under way
             elif live:
@@ -233,7 +251,7 @@ class Controller:
 
     def _why_delete(self, view: RunView, resource: cloud.Resource, now: float) -> str | None:
         current = view.current
-        if view.status == "complete":
+        if view.status in self.done_statuses:
             uploading = resource.attempt == view.last_attempt and not (current and current.ended)
             since = now - (view.finished_at or 0.0)
             return None if uploading and since < self.limits.exit_grace_s else "complete"
@@ -254,19 +272,7 @@ class Controller:
         number = view.last_attempt + 1
         run_dir = self.run_dir(view.run)
         name = cloud.resource_name(self.qr.spec.prefix, self.sweep, view.run.run_id, number)
-        script = startup.render(
-            startup.Attempt(
-                run=view.run,
-                run_dir=run_dir,
-                attempt=number,
-                resource=name,
-                ship_dir=self.ship_dir(),
-                heartbeat_s=self.limits.heartbeat_s,
-            ),
-            self.payload,
-            self.qr,
-            self.env,
-        )
+        script = self.script(view.run, number)
         path = os.path.join(self.scripts, f"{name}.sh")
         with open(path, "w") as f:
             f.write(script)

@@ -7,7 +7,8 @@ session is held by the launcher. On each worker it:
      WORKDIR/_launch/ship) plus `jax[tpu]` at the locked JAX version: the block between the
      `# BEGIN install` and `# END install` lines (a test stand-in replaces it with a local venv);
   2. runs `python -m rsjax.sweep.slice_worker RUN_DIR K WORKER -- rsjax train ... --jax_distributed`
-     (heartbeat, logs, exit record, and the slice's own deletion when training ends).
+     (heartbeat, logs, exit record, and the slice's own deletion when training ends); a
+     profile-only attempt runs `rsjax profile ... --jax_distributed` instead.
 The worker's id comes from the TPU metadata server (`agent-worker-number`); RSJAX_WORKER_ID,
 RSJAX_COORDINATOR and RSJAX_NUM_WORKERS override it and JAX's auto-detection (for stand-ins).
 """
@@ -37,6 +38,7 @@ class Attempt:
     resource: str  # the queued resource's name (the slice deletes itself by it)
     ship_dir: str  # WORKDIR/_launch/ship: the wheel and lock
     heartbeat_s: float = 30.0
+    profile_batch_per_device: int | None = None  # profile (from this batch), do not train
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -67,9 +69,13 @@ def config_flags(run: Run) -> list[str]:
     return flags
 
 
-def train_args(run: Run, run_dir: str) -> list[str]:
-    """The arguments of the run's `rsjax` command (before the distributed flags)."""
-    return ["train", f"--config={run.base}", f"--workdir={run_dir}", *config_flags(run)]
+def train_args(run: Run, run_dir: str, profile_batch_per_device: int | None = None) -> list[str]:
+    """The arguments of the run's `rsjax` command (before the distributed flags): `rsjax train`,
+    or `rsjax profile --batch_per_device N` for a profile-only attempt."""
+    common = [f"--config={run.base}", f"--workdir={run_dir}", *config_flags(run)]
+    if profile_batch_per_device is None:
+        return ["train", *common]
+    return ["profile", *common, f"--batch_per_device={profile_batch_per_device}"]
 
 
 def render(
@@ -87,7 +93,9 @@ def render(
     wheel, lock = payload.wheel.name, payload.lock.name
     jax_version = shipping.locked_version(payload.lock, "jax")
     delete = shlex.join(qr.argv("delete", attempt.resource, "--force", "--quiet", "--async"))
-    train = '"$VENV/bin/rsjax" ' + shlex.join(train_args(attempt.run, attempt.run_dir))
+    train = '"$VENV/bin/rsjax" ' + shlex.join(
+        train_args(attempt.run, attempt.run_dir, attempt.profile_batch_per_device)
+    )
     return f"""#!/bin/bash
 # rsjax: attempt {attempt.attempt} of run {attempt.run.name} ({attempt.run.run_id}) on this worker.
 set -euo pipefail

@@ -13,6 +13,8 @@ import shlex
 import shutil
 from collections.abc import Sequence
 
+from etils import epath
+
 from rsjax.errors import UsageError
 from rsjax.sweep import cloud, shipping, slices, startup
 from rsjax.sweep.grid import Run
@@ -57,6 +59,11 @@ def launch(runs: Sequence[Run], args: argparse.Namespace) -> int:
     """Runs the sweep on slices (or, with --dry_run, prints every create and startup script)."""
     spec = spec_from_args(args)
     limits = limits_from_args(args)
+    profiles = getattr(args, "profiles", None)
+    if profiles and not args.dry_run:
+        raise UsageError("--profiles is read by --dry_run only")
+    if profiles and not epath.Path(profiles).is_dir():
+        raise UsageError(f"--profiles {profiles}: no such directory")
     _check_gcloud(args.dry_run)
     if not args.workdir.startswith("gs://") and not args.dry_run:
         print(f"[tpu] note: {args.workdir} is not gs://; the slices must be able to reach it")
@@ -66,9 +73,17 @@ def launch(runs: Sequence[Run], args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     payload = shipping.payload(args.wheel, args.lock)
     qr = cloud.QueuedResources(spec)
-    controller = slices.Controller(runs, args.workdir, qr, payload, limits, env=env)
+    controller = slices.Controller(
+        runs,
+        args.workdir,
+        qr,
+        payload,
+        limits,
+        env=env,
+        profile_batch_per_device=args.profile_batch_per_device if args.profile_only else None,
+    )
     if args.dry_run:
-        return dry_run(controller)
+        return dry_run(controller, profiles)
     print(f"[tpu] {len(runs)} runs -> {args.workdir} on up to {limits.max_slices} "
           f"{spec.accelerator_type} slices ({spec.provisioning}); sweep label "
           f"{controller.sweep}; stop everything: rsjax sweep down {args.workdir} "
@@ -81,27 +96,26 @@ def launch(runs: Sequence[Run], args: argparse.Namespace) -> int:
         return 130
 
 
-def dry_run(controller: slices.Controller) -> int:
-    """Prints the first attempt's create command and startup script of every run."""
+def dry_run(controller: slices.Controller, profiles: str | None = None) -> int:
+    """Prints the first attempt's create command and startup script of every run, then, with
+    `profiles` (a --profile_only workdir of the same sweep), each run's slice-hours."""
     qr, sweep = controller.qr, controller.sweep
     for run in controller.runs:
         name = cloud.resource_name(qr.spec.prefix, sweep, run.run_id, 1)
-        script = startup.render(
-            startup.Attempt(
-                run=run,
-                run_dir=controller.run_dir(run),
-                attempt=1,
-                resource=name,
-                ship_dir=controller.ship_dir(),
-                heartbeat_s=controller.limits.heartbeat_s,
-            ),
-            controller.payload,
-            qr,
-            controller.env,
-        )
+        script = controller.script(run, 1)
         create = qr.create_argv(name, cloud.labels(sweep, run.run_id, 1), f"{name}.sh")
         print(f"# {run.name}: create\n{shlex.join(create)}\n# {name}.sh\n{script}")
     print(f"# {len(controller.runs)} runs, sweep label {sweep}")
+    if profiles:
+        from rsjax.sweep import estimate
+
+        estimates = estimate.estimate(controller.runs, profiles)
+        print(estimate.format_estimates(estimates, controller.limits.max_slices))
+        budget = controller.limits.budget_slice_hours
+        total = sum(e.hours or 0.0 for e in estimates)
+        if budget is not None and total > budget:
+            print(f"the estimate exceeds --budget_slice_hours {budget:g}: the last runs to start "
+                  "will not")  # fmt: skip
     return 0
 
 

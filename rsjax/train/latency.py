@@ -57,12 +57,15 @@ def measure_step(
     config = with_batch(config, global_batch)
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
     program = programs.build(config, mesh, image_shape)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(jax.process_index())
+    local_batch = global_batch // jax.process_count()  # each process feeds its share
     host = {
-        "images": rng.standard_normal((global_batch, *image_shape)).astype(np.float32),
-        "labels": rng.integers(0, config.data.num_classes, global_batch).astype(np.int32),
+        "images": rng.standard_normal((local_batch, *image_shape)).astype(np.float32),
+        "labels": rng.integers(0, config.data.num_classes, local_batch).astype(np.int32),
     }
     batch = sharding.global_batch(host, mesh)
+    if batch["labels"].shape[0] != global_batch:  # the processes' shares make the batch
+        raise ValueError(f"timed batch {batch['labels'].shape[0]} != {global_batch}")
     schedule = program.schedule(nominal_durations(config))
     state = program.init(jax.random.key(config.seed))
     start = time.perf_counter()
