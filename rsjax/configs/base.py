@@ -90,6 +90,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.optim.decay_rate = 0.97  # exponential only: the factor per decay_epochs
     c.optim.decay_epochs = 2.4  # exponential only
 
+    # Fine-tuning (Appendix F; rsjax/train/init_from.py): a fresh run's backbone from an rsjax run
+    # directory's checkpoint (step 0: the newest; "ema" or "raw" weights) or a timm state dict
+    # file (.npz / .safetensors); the classifier head is initialised anew. "": random init.
+    c.init_from = ml_collections.ConfigDict({"path": "", "step": 0, "weights": "ema"})
+
     c.label_smoothing = 0.1
     c.ema_decay = 0.9999
     c.ema_warmup = True  # decay = min(ema_decay, (1 + t) / (10 + t))

@@ -17,6 +17,11 @@ Presets (`--config fashion_mnist:PRESET`, or `rsjax/configs/fashion_mnist.py:PRE
            classes) with this recipe at a quarter of its learning rate (peak 0.025), 5 epochs;
            BN momentum 0.9 and no drop connect, as the ResNet-RS presets.
            `efficientnet_tiny`: width 0.25, depth 0.34, 200 steps (tests).
+  transfer_pretrain: the default network on classes 0-4 (`fashion_mnist_transfer/classes_0to4`,
+           27,500 images, labels 0-4), 10 epochs.
+  transfer_finetune: classes 5-9's 500-image low-data split (`train_100`), 200 steps with
+           Appendix F's recipe (cosine, weight decay 1e-4); set `init_from.path` to a
+           transfer_pretrain run to fine-tune it, leave it empty to train from scratch.
 What each preset measured, and every run that led to these choices: docs/fashion_mnist.md.
 
 Command:
@@ -107,10 +112,29 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
             c.num_train_steps = 200
             c.log_every_steps = 20
             c.checkpoint_every_steps = 100
+    elif preset == "transfer_pretrain":
+        c.data.name = "fashion_mnist_transfer/classes_0to4"
+        c.data.num_classes = 5
+        c.num_epochs = 10.0
+    elif preset == "transfer_finetune":
+        # Appendix F's fine-tuning recipe at this scale: end to end, cosine, weight decay 1e-4,
+        # on the 500-image low-data split of the other half (5 steps per epoch at batch 100).
+        c.data.name = "fashion_mnist_transfer/classes_5to9"
+        c.data.num_classes = 5
+        c.data.train_split = "train_100"
+        c.global_batch_size = 100
+        c.num_epochs = 40.0
+        c.optim.base_learning_rate = 0.1
+        c.optim.warmup_epochs = 2.0
+        c.optim.weight_decay = 1e-4
+        c.label_smoothing = 0.0
+        c.ema_decay = 0.98  # a horizon of 50 of the 200 steps
+        c.log_every_steps = 10
+        c.checkpoint_every_steps = 100
     else:
         raise ValueError(
             f"Unknown fashion_mnist preset {preset!r}; known: default, long, tiny, "
-            "efficientnet_b0, efficientnet_tiny."
+            "efficientnet_b0, efficientnet_tiny, transfer_pretrain, transfer_finetune."
         )
     c.lock()
     return c

@@ -50,6 +50,9 @@ ADDED_KEYS: Mapping[str, Any] = {
     "optim.schedule": "cosine",
     "optim.decay_rate": 0.97,
     "optim.decay_epochs": 2.4,
+    "init_from.path": "",
+    "init_from.step": 0,
+    "init_from.weights": "ema",
 }
 
 

@@ -49,6 +49,7 @@ RESNET_ONLY_DEFAULTS = {
     "bn_group_size": 0,
 }
 OPTIMIZERS = ("sgd", "rmsprop")
+INIT_WEIGHTS = ("ema", "raw")  # of an rsjax run directory named by init_from.path
 SCHEDULES = ("cosine", "exponential")
 _POSITIVE = (
     "global_batch_size",
@@ -159,6 +160,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         )
     _validate_optim(config.optim)
     _validate_mesh(config)
+    _validate_init_from(config.init_from)
     model = build_model(config)
     if data.image_size < model.min_image_size():
         raise UsageError(
@@ -166,6 +168,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"{model.num_downsamplings()} stride-2 layers need at least {model.min_image_size()} px"
         )
     return config
+
+
+def _validate_init_from(init: ml_collections.ConfigDict) -> None:
+    """The values of `init_from` (its path is read when the run starts: `train.init_from.check`)."""
+    if init.weights not in INIT_WEIGHTS:
+        raise UsageError(f"init_from.weights must be one of {INIT_WEIGHTS}, got {init.weights!r}")
+    if init.step < 0:
+        raise UsageError(f"init_from.step must be >= 0 (0: the newest), got {init.step}")
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:

@@ -83,20 +83,107 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image, "label": int(label)}
 
 
+# Transfer halves: builder config -> the original labels it keeps (renumbered 0..4 in order).
+TRANSFER_CLASSES = {"classes_0to4": (0, 1, 2, 3, 4), "classes_5to9": (5, 6, 7, 8, 9)}
+VALIDATION_PER_CLASS = 500  # the last ones of each class in the train file: model selection
+LOW_DATA_PER_CLASS = 100  # the first ones of each class: the low-data split `train_100`
+
+
+class FashionMnistTransfer(tfds.core.GeneratorBasedBuilder):
+    """Half of Fashion-MNIST's classes (labels 0-4), for pretraining on one half and fine-tuning
+    on the other. Splits, all carved from the Debian files by class and stored order:
+      train:      the half's training images but the validation ones (5 x 5,500);
+      validation: the last 500 training images of each class (model selection: never test);
+      train_100:  the first 100 training images of each class (the low-data task; in `train`);
+      test:       the half's test images (5 x 1,000).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Class halves of dataset-fashion-mnist."}  # noqa: RUF012
+    BUILDER_CONFIGS = [  # noqa: RUF012
+        tfds.core.BuilderConfig(name=name, description=f"Fashion-MNIST classes {list(kept)}")
+        for name, kept in TRANSFER_CLASSES.items()
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = FashionMnistDebian.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        kept = TRANSFER_CLASSES[self.builder_config.name]
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.ClassLabel(names=[CLASS_NAMES[k] for k in kept]),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        directory = check_files(dl_manager.manual_dir)
+        kept = TRANSFER_CLASSES[self.builder_config.name]
+        train = transfer_indices(read_idx(directory / FILES["train"][1]), kept)
+        test = transfer_indices(read_idx(directory / FILES["test"][1]), kept)
+        return {
+            "train": self._generate_examples(directory, "train", kept, train["train"]),
+            "validation": self._generate_examples(directory, "train", kept, train["validation"]),
+            "train_100": self._generate_examples(directory, "train", kept, train["train_100"]),
+            "test": self._generate_examples(directory, "test", kept, test["all"]),
+        }
+
+    def _generate_examples(self, directory: pathlib.Path, source: str, kept, indices):
+        images = read_idx(directory / FILES[source][0])[..., None]
+        labels = read_idx(directory / FILES[source][1])
+        for index in indices:
+            yield int(index), {"image": images[index], "label": kept.index(int(labels[index]))}
+
+
+def transfer_indices(labels: np.ndarray, kept: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Indices (into a file of `labels`) of the transfer splits of the classes `kept`:
+    "validation" (the last VALIDATION_PER_CLASS of each class), "train" (the rest of the kept
+    classes), "train_100" (the first LOW_DATA_PER_CLASS of each class) and "all"."""
+    per_class = [np.flatnonzero(labels == k) for k in kept]
+    validation = np.sort(np.concatenate([i[-VALIDATION_PER_CLASS:] for i in per_class]))
+    everything = np.sort(np.concatenate(per_class))
+    return {
+        "all": everything,
+        "validation": validation,
+        "train": np.setdiff1d(everything, validation),
+        "train_100": np.sort(np.concatenate([i[:LOW_DATA_PER_CLASS] for i in per_class])),
+    }
+
+
+def builder_for(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """`fashion_mnist` (all 10 classes) or `fashion_mnist_transfer/<config>` (ValueError else)."""
+    if name == "fashion_mnist":
+        return FashionMnistDebian(data_dir=data_dir)
+    family, _, config = name.partition("/")
+    if family != "fashion_mnist_transfer" or config not in TRANSFER_CLASSES:
+        known = ", ".join(f"fashion_mnist_transfer/{c}" for c in TRANSFER_CLASSES)
+        raise ValueError(f"Unknown dataset {name!r}; the Debian ones: fashion_mnist, {known}")
+    return FashionMnistTransfer(config=config, data_dir=data_dir)
+
+
+def is_debian_dataset(name: str) -> bool:
+    return name == "fashion_mnist" or name.startswith("fashion_mnist_transfer/")
+
+
 def prepare(
     data_dir: str | None,
     manual_dir: str | pathlib.Path = DEFAULT_DIR,
     converter: bool = True,
     wait_s: float = 900.0,
+    name: str = "fashion_mnist",
 ):
-    """The prepared builder, converting the Debian files on first use (about half a minute).
+    """The prepared builder of `name` (`builder_for`), converting the Debian files on first use
+    (about half a minute).
 
     In a multi-process run one process converts (`converter`); the others (converter=False) wait
     up to `wait_s` seconds for its dataset to appear in `data_dir` instead of writing it too.
     Two runs converting into one `data_dir` at once (a sweep's) both end with the one that
     finished first.
     """
-    builder = FashionMnistDebian(data_dir=data_dir)
+    builder = builder_for(name, data_dir)
     if builder.is_prepared():
         return builder
     if not converter:
@@ -108,7 +195,7 @@ def prepare(
                     "converting process"
                 )
             time.sleep(1.0)
-            builder = FashionMnistDebian(data_dir=data_dir)
+            builder = builder_for(name, data_dir)
         return builder
     check_files(manual_dir)
     try:
@@ -117,7 +204,7 @@ def prepare(
         )
     except FileExistsError:
         # Another run (a sweep's runs share data_dir) finished the same conversion first.
-        builder = FashionMnistDebian(data_dir=data_dir)
+        builder = builder_for(name, data_dir)
         if not builder.is_prepared():
             raise
     return builder

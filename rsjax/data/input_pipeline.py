@@ -37,21 +37,23 @@ for _kind in ("GPU", "TPU"):
     with contextlib.suppress(RuntimeError, ValueError):
         tf.config.set_visible_devices([], _kind)
 
-FASHION_MNIST = "fashion_mnist"
 Batch = dict[str, np.ndarray]
 
 
 def get_builder(
     data: ml_collections.ConfigDict, converter: bool = True
 ) -> tfds.core.DatasetBuilder:
-    """The tfds builder of `data.name` ('fashion_mnist' reads the Debian files; else any tfds name).
+    """The tfds builder of `data.name`: 'fashion_mnist' and 'fashion_mnist_transfer/classes_0to4'
+    (or '_5to9') read the Debian files (`rsjax.data.fashion_mnist`); else any tfds name.
 
     `converter`: this process may write the Fashion-MNIST conversion (False: wait for the one
     that does; in a multi-process run that is process 0). Raises ValueError for an unknown
     dataset name, FileNotFoundError for missing local files.
     """
-    if data.name == FASHION_MNIST:
-        return fashion_mnist.prepare(data.data_dir, data.manual_dir, converter=converter)
+    if fashion_mnist.is_debian_dataset(data.name):
+        return fashion_mnist.prepare(
+            data.data_dir, data.manual_dir, converter=converter, name=data.name
+        )
     try:
         return tfds.builder(data.name, data_dir=data.data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:

@@ -14,6 +14,11 @@ KNOWN_SPLIT_SIZES: dict[tuple[str, str], int] = {
     ("fashion_mnist", "train"): 60_000,
     ("fashion_mnist", "test"): 10_000,
 }
+# The class halves of `rsjax.data.fashion_mnist.FashionMnistTransfer`.
+TRANSFER_SPLITS = {"train": 27_500, "validation": 2_500, "train_100": 500, "test": 5_000}
+for _half in ("classes_0to4", "classes_5to9"):
+    for _split, _size in TRANSFER_SPLITS.items():
+        KNOWN_SPLIT_SIZES[(f"fashion_mnist_transfer/{_half}", _split)] = _size
 
 
 def train_examples(data: ml_collections.ConfigDict) -> int:

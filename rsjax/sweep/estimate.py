@@ -68,7 +68,7 @@ def format_estimates(estimates: Sequence[Estimate], max_slices: int) -> str:
     lines = [f"{'run':<24} {'steps':>8} {'batch':>6} {'step_s':>8} {'slice-h':>9}  profile"]
     for e in estimates:
         step = f"{e.step_s:.3f}" if e.step_s is not None else "-"
-        hours = f"{e.hours:.2f}" if e.hours is not None else "-"
+        hours = _hours(e.hours) if e.hours is not None else "-"
         where = e.device or e.note
         row = f"{e.name:<24} {e.total_steps:>8} {e.global_batch:>6} {step:>8} {hours:>9}"
         lines.append(f"{row}  {where}")
@@ -76,16 +76,21 @@ def format_estimates(estimates: Sequence[Estimate], max_slices: int) -> str:
     missing = len(estimates) - len(known)
     total = sum(known)
     lines.append(
-        f"estimated {total:.1f} slice-hours of train steps for {len(known)} of "
+        f"estimated {_hours(total)} slice-hours of train steps for {len(known)} of "
         f"{len(estimates)} runs" + (f" ({missing} without a usable profile)" if missing else "")
     )
     if known:
         wall = max(total / max_slices, max(known))
         lines.append(
-            f"at --max_slices {max_slices}: at least {wall:.1f} h of wall time "
+            f"at --max_slices {max_slices}: at least {_hours(wall)} h of wall time "
             "(train steps only; add compilation, evaluation and queueing)"
         )
     devices = sorted({e.device for e in estimates if e.device})
     if len(devices) > 1:
         lines.append(f"warning: profiles from different devices: {', '.join(devices)}")
     return "\n".join(lines)
+
+
+def _hours(hours: float) -> str:
+    """One decimal from an hour up ("1,234.5"), two significant digits below ("0.0013")."""
+    return f"{hours:,.1f}" if hours >= 1 else f"{hours:.2g}"

@@ -44,6 +44,12 @@ def create_manager(workdir: epath.Path, keep: int) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(workdir / "checkpoints", options=options)
 
 
+def has_steps(workdir: epath.Path) -> bool:
+    """Whether `workdir/checkpoints` holds a step directory (readable or not)."""
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
 

@@ -30,7 +30,7 @@ from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
 from rsjax.models import EfficientNet, abstract_variables, layouts
 from rsjax.results import RunRecord, ema_is_warm, existing_result
-from rsjax.train import checkpoint, distributed, programs, sharding
+from rsjax.train import checkpoint, distributed, init_from, programs, sharding
 from rsjax.train.state import TrainState, resolve_layout
 
 # Train steps the host may dispatch beyond the last one finished. Without a bound it runs up to a
@@ -189,6 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     is_main = jax.process_index() == 0
     if is_main:
         checkpoint.check_or_write_config(workdir, config)
+    if not checkpoint.has_steps(workdir):  # a resumed run no longer reads its source
+        init_from.check(config.init_from)
     data = _open_dataset(config)
     image_shape = (config.data.image_size, config.data.image_size, data.channels)
     program = programs.build(config, mesh, image_shape)
@@ -207,7 +209,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             "params": program.abstract_state.params,
             "batch_stats": program.abstract_state.batch_stats,
         }
+        source = None  # pretrained weights, read only when the run starts from nothing
+        if restored is None and config.init_from.path:
+            source = init_from.source_variables(config.init_from, program.model)
+            init_from.transfer(variables, source)  # a mismatch fails before any step compiles
         header = record_header(config, program.model, data.channels, variables)
+        if config.init_from.path:
+            header["init_from"] = init_from.source_summary(config.init_from)
         header["train"] = {
             "steps": plan.total_steps,
             "epochs": plan.total_steps / data.steps_per_epoch,
@@ -225,6 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             log = closers.enter_context(_MetricsLog(workdir, is_main))
             if restored is None:
                 state, start_step = program.init(jax.random.key(config.seed)), 0
+                if source is not None:
+                    state = init_from.initial_state(state, source)
             else:
                 (state, start_step) = restored
                 logging.info("Resumed from checkpoint at step %d", start_step)
