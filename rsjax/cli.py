@@ -379,7 +379,7 @@ def _add_slice_flags(group) -> None:
 
 
 def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
-    """Adds `results` (collect, report) and `plot` to the top-level subcommands."""
+    """Adds `results` (collect, report, select) and `plot` to the top-level subcommands."""
     results = sub.add_parser(
         "results",
         help="collect result.json files into one table; print the scaling report",
@@ -387,7 +387,8 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
         "  rsjax results collect runs/fmnist_fig3 -o results.csv\n"
         "  rsjax results collect 'gs://B/sweeps/*' runs/local -o results.parquet\n"
         "  rsjax results report results.csv\n"
-        "  rsjax results report runs/fmnist_fig3 --quality raw_top1",
+        "  rsjax results report runs/fmnist_fig3 --quality raw_top1\n"
+        "  rsjax results select runs/fmnist_finetune   # a fine-tuning grid, by validation",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = results.add_subparsers(dest="results_command", required=True, metavar="ACTION")
@@ -415,6 +416,19 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
         help="quality column; auto: EMA top-1 where every run's EMA is warmed up, else raw top-1",
     )
     r.set_defaults(func=_lazy("rsjax.analysis.commands", "report"))
+    s = actions.add_parser(
+        "select",
+        help="pick a fine-tuning grid's run by validation; report its test top-1",
+        description="Model selection (Appendix F's learning-rate x steps grid): the run with "
+        "the best validation top-1 (data.validation_split, carved from the training data) and "
+        "its test top-1, beside the best-on-test run, labelled as optimistic.\n\nExample:\n"
+        "  rsjax results select runs/fmnist_finetune",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("results", nargs="+", metavar="RESULTS", help="table or run directories")
+    s.add_argument("--by", default="val_top1", help="the selection column (val_top1)")
+    s.add_argument("--report", default="top1", help="the reported column (top1: test)")
+    s.set_defaults(func=_lazy("rsjax.analysis.commands", "select"))
 
     p = sub.add_parser(
         "plot",

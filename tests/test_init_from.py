@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 from rsjax.errors import UsageError
 from rsjax.models import abstract_variables, create_model, from_timm_state_dict
 from rsjax.models.convert import timm_key
-from tests.conftest import make_fashion_mnist_files, write_idx
+from tests.conftest import write_idx
 from tests.test_timm_parity import FIXTURE, load_reference
 from tests.test_train import REPO, tiny_config
 
@@ -238,9 +238,12 @@ def test_the_transfer_splits_are_disjoint_balanced_and_carved_from_train():
 @pytest.fixture(scope="module")
 def halves_files(tmp_path_factory):
     """Fashion-MNIST-format files with 700 training images of each class (labels i % 10)."""
-    directory = make_fashion_mnist_files(tmp_path_factory.mktemp("halves"), 7000, 200)
+    directory, rng = tmp_path_factory.mktemp("halves"), np.random.default_rng(0)
     for split, n in (("train", 7000), ("t10k", 200)):
-        write_idx(directory / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        labels = np.arange(n) % 10
+        images = labels[:, None, None] * 20 + rng.integers(0, 60, (n, 28, 28))  # learnable
+        write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
     return directory
 
 
@@ -288,3 +291,42 @@ def test_fine_tuning_runs_end_to_end_and_a_mismatched_source_exits_2_before_trai
     errors = [line for line in bad.stderr.splitlines() if "init_from" in line]
     assert len(errors) == 1 and "params/c2_block0/bn1/bias is (8,)" in errors[0], bad.stderr[-2000:]
     assert not (tmp_path / "bad" / "result.json").exists()
+
+
+# ---- model selection reads the validation split, never the test split ----
+
+
+def test_selection_reads_validation_never_test(halves_files, tmp_path):
+    """Two points of a learning-rate grid (one learns, one does not), trained on clean data and
+    again with the test labels of classes 5-9 rotated (5 -> 6 ... 9 -> 5): the test top-1
+    changes and a pick by test would flip, but the run selected by validation is the same."""
+    import shutil
+
+    from rsjax.analysis.selection import select
+    from rsjax.configs import apply_overrides, fashion_mnist
+    from rsjax.results import collect
+    from rsjax.train import trainer
+
+    poisoned = tmp_path / "poisoned_files"
+    shutil.copytree(halves_files, poisoned)
+    labels = np.arange(200) % 10
+    write_idx(
+        poisoned / "t10k-labels-idx1-ubyte.gz", np.where(labels >= 5, 5 + (labels - 4) % 5, labels)
+    )
+    tables = {}
+    for name, files in (("clean", halves_files), ("poisoned", poisoned)):
+        for lr in (1e-6, 0.02):
+            config = apply_overrides(fashion_mnist.get_config("transfer_finetune"), {
+                "data.manual_dir": str(files), "data.data_dir": str(tmp_path / f"tfds_{name}"),
+                "model.stage_sizes": (1, 1, 1, 1), "model.width_multiplier": 0.125,
+                "num_train_steps": 30, "ema_decay": 0.0, "mesh.data": 1, "progress": False,
+                "optim.base_learning_rate": lr,
+                "name": f"lr{lr:g}"})  # fmt: skip
+            trainer.train_and_evaluate(config, tmp_path / name / f"lr{lr:g}")
+        tables[name] = collect([tmp_path / name])
+    clean, dirty = tables["clean"].set_index("name"), tables["poisoned"].set_index("name")
+    assert (clean["top1"] != dirty["top1"]).all()
+    np.testing.assert_array_equal(clean["val_top1"], dirty["val_top1"])
+    picks = {name: select(df).selected["name"] for name, df in tables.items()}
+    assert picks == {"clean": "lr0.02", "poisoned": "lr0.02"}
+    assert select(tables["poisoned"], by="top1").selected["name"] == "lr1e-06"

@@ -1,5 +1,5 @@
-"""`rsjax results collect|report` and `rsjax plot`: argument parsing lives in rsjax.cli, the work
-here."""
+"""`rsjax results collect|report|select` and `rsjax plot`: argument parsing lives in rsjax.cli,
+the work here."""
 
 import argparse
 
@@ -23,6 +23,16 @@ def report(args: argparse.Namespace) -> int:
     from rsjax.results import load
 
     print(recommend(load(args.results), cost=args.cost, quality=args.quality))
+    return 0
+
+
+def select(args: argparse.Namespace) -> int:
+    from rsjax.analysis.selection import format_selection
+    from rsjax.analysis.selection import select as select_run
+    from rsjax.results import load
+
+    df = load(args.results)
+    print(format_selection(df, select_run(df, by=args.by, report=args.report)))
     return 0
 
 

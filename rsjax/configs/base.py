@@ -51,6 +51,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # A split also evaluated after the last step (eval preprocessing), recorded as train_* metrics:
     # e.g. "train[:6000]" shows how far a run fits its training data (""/None: none).
     c.data.train_eval_split = ""
+    # A held-out split carved from the training data, also evaluated after the last step and
+    # recorded as val_* metrics: what model selection reads (never the test split). ""/None: none.
+    c.data.validation_split = ""
     c.data.num_classes = 1000
     c.data.channels = 3  # image channels (checked against the dataset; used by `rsjax profile`)
     c.data.image_size = 160

@@ -122,6 +122,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.data.name = "fashion_mnist_transfer/classes_5to9"
         c.data.num_classes = 5
         c.data.train_split = "train_100"
+        c.data.validation_split = "validation"  # 2,500 held-out training images: selection
         c.global_batch_size = 100
         c.num_epochs = 40.0
         c.optim.base_learning_rate = 0.1

@@ -29,6 +29,7 @@ RESUMABLE_KEYS = frozenset(
         "data.decoded_cache",  # the same batches, decoded once instead of every epoch
         "model.remat",  # recomputes the same values; the state is unchanged
         "data.train_eval_split",  # one more evaluation at the end; training is unchanged
+        "data.validation_split",  # likewise
     }
 )
 

@@ -25,6 +25,8 @@ PLAN_COLUMNS = {
     "drop": "model.dropout_rate",
     "ls": "label_smoothing",
     "wd": "optim.weight_decay",
+    "lr": "optim.base_learning_rate",
+    "steps": "num_train_steps",
 }
 
 

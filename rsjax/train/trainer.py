@@ -268,6 +268,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         return outcome.metrics
 
 
+# Splits also evaluated after the last step (eval preprocessing): metric prefix -> data key.
+EXTRA_EVAL_SPLITS = {"train_": "train_eval_split", "val_": "validation_split"}
+
+
 def due(step: int, every_steps: int, last: bool = False) -> bool:
     """Whether a periodic action (log, eval, checkpoint) runs after `step`: every `every_steps`
     steps (0: never) and always after the last step."""
@@ -375,8 +379,9 @@ class _Loop:
                     return timer.outcome(step, metrics, preempted=True)
         if not metrics:  # resumed from the final checkpoint: nothing left to train
             metrics = self._evaluate(state, step)
-        if config.data.train_eval_split:
-            metrics = {**metrics, **self._evaluate(state, step, train_split=True)}
+        for prefix, key in EXTRA_EVAL_SPLITS.items():
+            if config.data[key]:
+                metrics = {**metrics, **self._evaluate(state, step, prefix)}
         return timer.outcome(step, metrics, preempted=False)
 
     def _log_train(self, step: int, summary: dict[str, float], timer: "_Timer") -> None:
@@ -394,11 +399,9 @@ class _Loop:
                 flush=True,
             )
 
-    def _evaluate(
-        self, state: TrainState, step: int, train_split: bool = False
-    ) -> dict[str, float]:
-        """Mean top1/top5/loss (raw and EMA) over the eval split, or with `train_split` over
-        `data.train_eval_split` (keys prefixed "train_")."""
+    def _evaluate(self, state: TrainState, step: int, prefix: str = "") -> dict[str, float]:
+        """Mean top1/top5/loss (raw and EMA) over the eval split, or, with a prefix of
+        `EXTRA_EVAL_SPLITS`, over that split (keys prefixed: "train_top1", "val_ema_top1")."""
         from rsjax.data import input_pipeline
 
         totals: dict[str, float] = {}
@@ -408,18 +411,16 @@ class _Loop:
             local_batch=self.config.eval_batch_size // jax.process_count(),
             process_index=jax.process_index(),
             process_count=jax.process_count(),
-            split=self.config.data.train_eval_split if train_split else None,
+            split=self.config.data[EXTRA_EVAL_SPLITS[prefix]] if prefix else None,
         ):
             sums = self.steps.eval(state, sharding.global_batch(host_batch, self.program.mesh))
             for k, v in jax.device_get(sums).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
         count = max(totals.pop("count"), 1.0)
         metrics = {k: v / count for k, v in totals.items()}
-        if train_split:
-            metrics = {f"train_{k}": v for k, v in metrics.items()}
-        self.log.write(step, "train_eval" if train_split else "eval", metrics)
+        metrics = {f"{prefix}{k}": v for k, v in metrics.items()}
+        self.log.write(step, f"{prefix}eval", metrics)
         if self.progress:
-            prefix = "train_" if train_split else ""
             print(
                 f"{prefix}eval @ {step}: top1 {metrics[prefix + 'top1']:.4f} | "
                 f"ema_top1 {metrics[prefix + 'ema_top1']:.4f}",
