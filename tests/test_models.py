@@ -315,3 +315,26 @@ def test_registry_defaults_are_the_last_table8_row_of_each_depth():
         assert preset.default_resolution == row["image_resolution"]
         assert preset.kwargs["dropout_rate"] == row["dropout_rate"]
         assert preset.kwargs["stochastic_depth_rate"] == row["stochastic_depth_rate"]
+
+
+@pytest.mark.parametrize("depth, params", [(50, 25_557_032), (101, 44_549_160), (152, 60_192_808)])
+def test_the_vanilla_resnet_of_table_5_has_torchvisions_parameter_counts(depth, params):
+    """`resnet_d=False, se_ratio=None`: the original ResNet (7x7 stem + max-pool, strided 1x1
+    shortcuts, no SE); torchvision's and timm's resnet50/101/152 hold exactly these counts."""
+    from rsjax.profiling import flops_per_image
+
+    model = ResNetRS(depth=depth, se_ratio=None, resnet_d=False, dropout_rate=0.0)
+    variables = abstract_variables(model)
+    assert count_params(model, variables=variables) == params
+    assert variables["params"]["stem"]["conv1"]["kernel"].shape == (7, 7, 3, 64)
+    assert "conv2" not in variables["params"]["stem"]
+    if depth == 50:  # 4.09 GMACs at 224 px (torchvision), counted with padding taps
+        assert 4.05e9 < flops_per_image(model, 224, variables=variables) / 2 < 4.15e9
+        logits = jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=False),
+            variables,
+            jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32),
+        )
+        assert logits.shape == (2, 1000)
+    resnet_d = ResNetRS(depth=depth, se_ratio=None, dropout_rate=0.0)
+    assert count_params(resnet_d) != params  # ResNet-D's stem and shortcuts differ

@@ -31,6 +31,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.stochastic_depth_rate = 0.0
     c.model.stem_downsample = "conv"
     c.model.stem_stride = 2  # 1 for small images (halves the output stride)
+    # ResNet-D stem and shortcuts; False (with se_ratio=None): Table 5's vanilla ResNet.
+    c.model.resnet_d = True
     c.model.conv_impl = "auto"  # "auto": matmul-form convs on CPU, XLA convs elsewhere
     c.model.scan_blocks = False  # nn.scan over identical blocks: fast compiles for deep nets
     c.model.remat = "none"  # "full" or "dots": recompute block activations (less memory)

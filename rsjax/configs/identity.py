@@ -51,6 +51,7 @@ ADDED_KEYS: Mapping[str, Any] = {
     "optim.schedule": "cosine",
     "optim.decay_rate": 0.97,
     "optim.decay_epochs": 2.4,
+    "model.resnet_d": True,
     "init_from.path": "",
     "init_from.step": 0,
     "init_from.weights": "ema",

@@ -82,12 +82,42 @@ class Stem(nn.Module):
         return x
 
 
+class VanillaStem(nn.Module):
+    """The original ResNet stem (He et al., 2016): a 7x7 conv (64, scaled; stride `stride`) +
+    BN + ReLU, then, with `downsample="conv"`, a 3x3 stride-2 max-pool (padding 1, as timm and
+    torchvision) for the same output stride as ResNet-D's stem."""
+
+    width_multiplier: float
+    downsample: str
+    bn_momentum: float
+    stride: int = 2
+    bn_group_size: int = 0
+    conv_impl: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        width = scale_filters(BASE_STAGE_FILTERS, self.width_multiplier)
+        x = layers.conv(width, 7, self.stride, impl=self.conv_impl, dtype=self.dtype, name="conv1")(
+            x
+        )
+        x = layers.batch_norm(
+            train, momentum=self.bn_momentum, group_size=self.bn_group_size, dtype=self.dtype,
+            name="bn1",
+        )(x)  # fmt: skip
+        x = nn.relu(x)
+        if self.downsample == "conv":
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        return x
+
+
 class BottleneckBlock(nn.Module):
     """Bottleneck residual block: [B, H, W, C_in] -> [B, H/s, W/s, 4 * filters].
 
     Branch: 1x1(f) BN ReLU -> 3x3(f, stride) BN ReLU -> 1x1(4f) BN(gamma=0) -> SE -> stochastic
     depth.
-    Shortcut: identity, or (projection) [2x2 avg-pool if stride 2] -> 1x1(4f) -> BN.
+    Shortcut: identity, or (projection) [2x2 avg-pool if stride 2] -> 1x1(4f) -> BN (ResNet-D);
+    with `resnet_d=False`, the original 1x1(4f, stride) -> BN.
     Output: ReLU(branch + shortcut).
     """
 
@@ -97,6 +127,7 @@ class BottleneckBlock(nn.Module):
     se_ratio: float | None
     drop_rate: float
     bn_momentum: float
+    resnet_d: bool = True
     bn_group_size: int = 0
     conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
@@ -122,7 +153,8 @@ class BottleneckBlock(nn.Module):
 
         shortcut = x
         if self.projection:
-            if self.stride > 1:
+            conv_stride = self.stride
+            if self.resnet_d and self.stride > 1:  # ResNet-D: pool, then a stride-1 conv
                 shortcut = nn.avg_pool(
                     shortcut,
                     (self.stride, self.stride),
@@ -130,7 +162,8 @@ class BottleneckBlock(nn.Module):
                     padding="SAME",
                     count_include_pad=False,
                 )
-            shortcut = conv(out_features, 1, "shortcut_conv")(shortcut)
+                conv_stride = 1
+            shortcut = conv(out_features, 1, "shortcut_conv", conv_stride)(shortcut)
             shortcut = bn("shortcut_bn")(shortcut)
 
         y = conv(self.filters, 1, "conv1")(x)
@@ -180,6 +213,10 @@ class ResNetRS(nn.Module):
         downsamples instead).
       stem_stride: stride of the stem's first conv: 2 (every released model) or 1 (small images
         such as 28 px Fashion-MNIST; halves the output stride, 4x the activations).
+      resnet_d: ResNet-D's deep 3x3 stem and average-pool shortcuts (True, ResNet-RS); False
+        gives the original ResNet's 7x7 stem with max-pool and strided 1x1 shortcuts. With
+        `se_ratio=None` that is the vanilla ResNet of the paper's Table 5 (the stride stays on
+        the 3x3 conv, as in timm's and torchvision's ResNets).
       bn_momentum: BatchNorm running-average momentum (running = m * running + (1 - m) * batch).
       bn_group_size: 0 for training statistics over the global batch; N > 0 for statistics per
         group of N consecutive examples (the batch must be a multiple of N).
@@ -206,6 +243,7 @@ class ResNetRS(nn.Module):
     stage_sizes: Sequence[int] | None = None
     stem_downsample: str = "conv"
     stem_stride: int = 2
+    resnet_d: bool = True
     bn_momentum: float = 0.9
     bn_group_size: int = 0
     conv_impl: str = "auto"
@@ -283,7 +321,7 @@ class ResNetRS(nn.Module):
         """Maps images [B, H, W, C] to float32 logits [B, num_classes]."""
         self.check_images(images)
         x = jnp.asarray(images, self.dtype)
-        x = Stem(
+        x = (Stem if self.resnet_d else VanillaStem)(
             self.width_multiplier,
             self.stem_downsample,
             self.bn_momentum,
@@ -305,6 +343,7 @@ class ResNetRS(nn.Module):
                 se_ratio=self.se_ratio,
                 drop_rate=drop_rate,
                 bn_momentum=self.bn_momentum,
+                resnet_d=self.resnet_d,
                 bn_group_size=self.bn_group_size,
                 conv_impl=self.conv_impl,
                 dtype=self.dtype,
