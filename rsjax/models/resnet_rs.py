@@ -82,18 +82,10 @@ class Stem(nn.Module):
         return x
 
 
-class VanillaStem(nn.Module):
+class VanillaStem(Stem):
     """The original ResNet stem (He et al., 2016): a 7x7 conv (64, scaled; stride `stride`) +
     BN + ReLU, then, with `downsample="conv"`, a 3x3 stride-2 max-pool (padding 1, as timm and
-    torchvision) for the same output stride as ResNet-D's stem."""
-
-    width_multiplier: float
-    downsample: str
-    bn_momentum: float
-    stride: int = 2
-    bn_group_size: int = 0
-    conv_impl: str = "auto"
-    dtype: Dtype = jnp.float32
+    torchvision) for the same output stride as ResNet-D's stem. Fields as `Stem`'s."""
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
