@@ -13,6 +13,8 @@ Examples:
   rsjax results collect runs/fig3 -o results.csv         # one table of every result.json
   rsjax results report results.csv                       # which axis to scale, per regime
   rsjax plot fig3 results.csv --out figures              # fig2 | fig3 | fig4 | table7
+  rsjax results select runs/grid                         # a fine-tuning grid, by validation
+  rsjax pseudo-label --teacher runs/t --split 'train[10%:]' --out runs/pl   # Noisy Student
 """
 
 import argparse
@@ -196,7 +198,67 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_sweep_parsers(sub)
     _add_analysis_parsers(sub)
+    _add_pseudo_label_parser(sub)
     return parser
+
+
+def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pseudo-label",
+        help="a teacher run labels a split: Noisy-Student pseudo-labels (Section 7.3)",
+        description="The teacher's EMA weights (eval mode, eval preprocessing, no augmentation) "
+        "predict every image of --split of the teacher's dataset; images under --threshold are "
+        "dropped and --per_class balances the classes (over-full ones keep their most "
+        "confident images, short ones repeat theirs). Writes OUT/pseudo_labels.npz "
+        "(probabilities [N, K], copies [N], true labels if any) and OUT/pseudo_labels.json.\n\n"
+        "Examples:\n"
+        "  rsjax pseudo-label --teacher runs/teacher --split 'train[10%:]' --out runs/pl\n"
+        "  rsjax pseudo-label --teacher runs/teacher --split 'train[10%:]' --out runs/pl \\\n"
+        "      --threshold 0.3 --per_class 5000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--teacher", required=True, help="a finished rsjax run directory")
+    p.add_argument("--split", default="train", help="the split to label (tfds slicing works)")
+    p.add_argument("--out", required=True, help="a new directory for the pseudo-labels")
+    p.add_argument("--threshold", type=float, default=0.0, help="min top probability, [0, 1)")
+    p.add_argument("--per_class", type=int, default=0, help="copies per class (0: no balancing)")
+    p.add_argument("--batch_size", type=int, default=500, help="images per teacher step")
+    p.set_defaults(func=_pseudo_label)
+
+
+def _pseudo_label(args: argparse.Namespace) -> int:
+    """`rsjax pseudo-label`: every check before the teacher compiles, then label, select, save."""
+    from etils import epath
+
+    from rsjax import configs
+    from rsjax.train import pseudo_labels
+
+    if not 0.0 <= args.threshold < 1.0:
+        raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.per_class < 0 or args.batch_size < 1:
+        raise UsageError("--per_class must be >= 0 and --batch_size >= 1")
+    if (epath.Path(args.out) / pseudo_labels.INFO_FILE).exists():
+        raise UsageError(f"{args.out} already holds pseudo-labels; choose a new --out")
+    teacher = pseudo_labels.teacher_config(args.teacher)
+    probabilities, labels = pseudo_labels.label_split(
+        args.teacher, args.split, batch_size=args.batch_size
+    )
+    copies = pseudo_labels.select(probabilities, args.threshold, args.per_class)
+    info = {
+        "teacher": str(args.teacher),
+        "teacher_run_id": configs.run_id(teacher),
+        "dataset": teacher.data.name,
+        "split": args.split,
+        "threshold": args.threshold,
+        "per_class": args.per_class,
+        **pseudo_labels.summary(probabilities, copies, labels),
+    }
+    out = pseudo_labels.save(
+        args.out, pseudo_labels.PseudoLabels(probabilities, copies, labels, info)
+    )
+    print(json.dumps(info, indent=2))
+    print(f"pseudo-labels of {len(copies)} images -> {out}")
+    return 0
 
 
 PROFILE_USAGE = """usage: rsjax profile --config FILE[:PRESET] [--config.KEY=VALUE ...]

@@ -12,7 +12,14 @@ from rsjax.configs.identity import (
     run_id,
     with_added_keys,
 )
-from rsjax.configs.loader import BUNDLED, apply_overrides, load, load_file, split_flags
+from rsjax.configs.loader import (
+    BUNDLED,
+    apply_overrides,
+    from_saved,
+    load,
+    load_file,
+    split_flags,
+)
 from rsjax.configs.validation import (
     DTYPES,
     EFFICIENTNET_FIELDS,
@@ -31,6 +38,7 @@ __all__ = [
     "apply_overrides",
     "build_model",
     "content_id",
+    "from_saved",
     "load",
     "load_file",
     "replicate_id",

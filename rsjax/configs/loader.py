@@ -202,3 +202,13 @@ def split_flags(argv: Sequence[str], program: str) -> tuple[str | None, dict[str
 __all__ = [
     "BUNDLED", "apply_overrides", "import_file", "load", "load_file", "parse_text", "split_flags",
 ]  # fmt: skip
+
+
+def from_saved(tree: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A run's config from the JSON tree of its config.json: the base config with every saved
+    value set (keys added since the run keep their defaults). UsageError for an unknown key."""
+    from flax.traverse_util import flatten_dict
+
+    from rsjax.configs.base import get_base_config
+
+    return apply_overrides(get_base_config(), flatten_dict(dict(tree), sep="."))

@@ -20,6 +20,35 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def pseudo_targets(
+    probabilities: jax.Array, *, hard: bool, temperature: float = 1.0, label_smoothing: float = 0.0
+) -> jax.Array:
+    """A student's targets [B, K] from teacher probabilities [B, K]: soft, p^(1/T) normalised
+    (= softmax(teacher logits / T)); or hard, the one-hot argmax smoothed by `label_smoothing`."""
+    if hard:
+        one_hot = jax.nn.one_hot(jnp.argmax(probabilities, -1), probabilities.shape[-1])
+        return optax.smooth_labels(one_hot, label_smoothing)
+    scaled = jnp.power(probabilities, 1.0 / temperature)
+    return scaled / jnp.sum(scaled, axis=-1, keepdims=True)
+
+
+def cotrain_loss(
+    labelled_logits: jax.Array,
+    labels: jax.Array,
+    pseudo_logits: jax.Array,
+    targets: jax.Array,
+    *,
+    ratio: float,
+    label_smoothing: float,
+) -> jax.Array:
+    """Noisy Student's data loss: mean CE over the labelled batch [B] (smoothed one-hot) plus
+    `ratio` x mean CE over the pseudo-labelled batch [ratio x B] against `targets` [.., K], i.e.
+    google-research/noisystudent's (lab_loss x B + unl_loss x ratio x B) / B."""
+    labelled = jnp.mean(cross_entropy(labelled_logits, labels, label_smoothing))
+    pseudo = jnp.mean(optax.softmax_cross_entropy(pseudo_logits, targets))
+    return labelled + ratio * pseudo
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
