@@ -266,6 +266,7 @@ def test_a_prepared_half_has_five_classes_renumbered_and_the_stated_split_sizes(
         fashion_mnist.builder_for("fashion_mnist_transfer/x", None)
 
 
+@pytest.mark.slow
 def test_fine_tuning_runs_end_to_end_and_a_mismatched_source_exits_2_before_training(
     halves_files, source_run, tmp_path
 ):
@@ -296,6 +297,7 @@ def test_fine_tuning_runs_end_to_end_and_a_mismatched_source_exits_2_before_trai
 # ---- model selection reads the validation split, never the test split ----
 
 
+@pytest.mark.slow
 def test_selection_reads_validation_never_test(halves_files, tmp_path):
     """Two points of a learning-rate grid (one learns, one does not), trained on clean data and
     again with the test labels of classes 5-9 rotated (5 -> 6 ... 9 -> 5): the test top-1
