@@ -27,7 +27,7 @@ def test_the_best_validation_run_is_selected_ties_by_name_and_best_on_test_is_ap
     text = format_selection(grid(), selection)
     assert "selected by val_top1: lr0.02-s100 (val_top1 92.50%): top1 91.00%" in text
     assert "best on the test split (optimistic" in text and "lr0.08-s100: top1 93.00%" in text
-    assert text.splitlines()[0].split() == ["name", "lr", "val_top1", "top1"]
+    assert text.splitlines()[0].split() == ["name", "base_lr", "val_top1", "top1"]
 
 
 def test_runs_without_validation_metrics_are_one_clear_error():

@@ -13,7 +13,7 @@ import pandas as pd
 
 # Grid columns shown beside each run, when the table has them (short name -> column).
 GRID_COLUMNS = {
-    "lr": "config.optim.base_learning_rate",
+    "base_lr": "config.optim.base_learning_rate",  # per 256 images (peak = base x B / 256)
     "steps": "config.num_train_steps",
     "epochs": "epochs",
     "seed": "seed",
