@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,7 @@ EXTRA_OF_COMMAND = {
     "train": "train",
     "profile": "train",
     "sweep": "train",
+    "pseudo-label": "train",
     "results": "analysis",
     "plot": "analysis",
 }
@@ -533,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"rsjax {command}: error: {first_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rsjax sweep plan ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -93,6 +93,20 @@ def test_the_command_prints_no_traceback(tmp_path):
     ]
 
 
+def test_a_reader_that_stops_early_leaves_no_traceback():
+    """`rsjax sweep plan BIG | head -1`: the pipe closes under the writer; it stops quietly."""
+    from tests.test_train import REPO
+
+    plan = subprocess.Popen(
+        [sys.executable, "-m", "rsjax.cli", "sweep", "plan", "sweeps/paper_fig2.py", "--jsonl"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    plan.stdout.readline()
+    plan.stdout.close()  # like `head -1` exiting
+    err = plan.stderr.read().decode()
+    assert plan.wait() in (0, 141) and "Traceback" not in err, err
+
+
 def test_a_sweep_file_with_a_syntax_error_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad_sweep.py"
     bad.write_text("from rsjax.sweep import Run\ndef get_sweep(:\n    return []\n")

@@ -92,6 +92,7 @@ def test_the_reference_stack_is_locked_with_torch_pinned():
         (["train", "--config", "fashion_mnist", "--workdir", "w"], "train"),
         (["profile", "--config", "fashion_mnist"], "train"),
         (["sweep", "plan", "sweeps/fmnist_fig3.py"], "train"),
+        (["pseudo-label", "--teacher", "t", "--out", "o"], "train"),
         (["results", "report", "results.csv"], "analysis"),
         (["plot", "fig4", "--out", "figures"], "analysis"),
     ],
