@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 from rsjax.errors import UsageError
 from rsjax.models import abstract_variables, create_model, from_timm_state_dict
 from rsjax.models.convert import timm_key
+from rsjax.train.state import averaged_variables
 from tests.conftest import write_idx
 from tests.test_timm_parity import FIXTURE, load_reference
 from tests.test_train import REPO, tiny_config
@@ -54,15 +55,17 @@ def fresh_state(config):
     return program, program.init(jax.random.key(config.seed + 1))
 
 
-@pytest.mark.parametrize("weights", ["ema", "raw"])
+@pytest.mark.parametrize("weights, layout", [("ema", "flat"), ("raw", "flat"), ("ema", "tree")])
 def test_init_from_copies_every_backbone_leaf_and_starts_head_step_and_optimiser_fresh(
-    small_fmnist, source_run, weights
+    small_fmnist, source_run, weights, layout
 ):
+    """The source saved its state flat (CPU); the new run's state is flat or tree."""
     from rsjax.train import init_from
 
     saved = checkpoint_tree(source_run)
     config = tiny_config(small_fmnist, **{"data.num_classes": 5, "init_from.path": str(source_run),
-                                          "init_from.weights": weights})  # fmt: skip
+                                          "init_from.weights": weights,
+                                          "state_layout": layout})  # fmt: skip
     program, fresh = fresh_state(config)
     state = init_from.initial_state(
         fresh, init_from.source_variables(config.init_from, program.model)
@@ -88,8 +91,11 @@ def test_init_from_copies_every_backbone_leaf_and_starts_head_step_and_optimiser
     assert int(state.step) == 0 and int(saved["step"]) == 8
     assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(state.opt_state))
     # The EMAs start at the copied weights (flat layout: their raveled vectors).
-    np.testing.assert_array_equal(state.ema_params, ravel_pytree(state.params)[0])
-    np.testing.assert_array_equal(state.ema_batch_stats, ravel_pytree(state.batch_stats)[0])
+    assert state.layout == layout
+    ema = averaged_variables(state)
+    for copied, average in ((state.params, ema["params"]), (state.batch_stats, ema["batch_stats"])):
+        for a, b in zip(jax.tree.leaves(copied), jax.tree.leaves(average), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_backbone_that_does_not_match_is_one_error_naming_the_first_key(small_fmnist, source_run):
