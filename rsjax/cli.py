@@ -230,8 +230,6 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
 
 def _pseudo_label(args: argparse.Namespace) -> int:
     """`rsjax pseudo-label`: every check before the teacher compiles, then label, select, save."""
-    from etils import epath
-
     from rsjax import configs
     from rsjax.train import pseudo_labels
 
@@ -239,8 +237,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.per_class < 0 or args.batch_size < 1:
         raise UsageError("--per_class must be >= 0 and --batch_size >= 1")
-    if (epath.Path(args.out) / pseudo_labels.INFO_FILE).exists():
-        raise UsageError(f"{args.out} already holds pseudo-labels; choose a new --out")
+    pseudo_labels.check_new_out(args.out)
     teacher = pseudo_labels.teacher_config(args.teacher)
     probabilities, labels = pseudo_labels.label_split(
         args.teacher, args.split, batch_size=args.batch_size

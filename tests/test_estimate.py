@@ -58,6 +58,9 @@ def test_the_wall_time_bound_is_the_total_over_the_slices_or_the_longest_run(tmp
     assert [e.hours for e in estimates] == [1.0, 2.0, 3.0, 4.0]
     assert "at least 5.0 h" in estimate.format_estimates(estimates, max_slices=2)  # 10/2
     assert "at least 4.0 h" in estimate.format_estimates(estimates, max_slices=8)  # the longest
+    over = "the estimate exceeds --budget_slice_hours 9"
+    assert over in estimate.format_estimates(estimates, max_slices=2, budget_slice_hours=9)
+    assert over not in estimate.format_estimates(estimates, max_slices=2, budget_slice_hours=10)
     assert "profiles from different devices: TPU v4 x16, TPU v5 x16" in (
         estimate.format_estimates(estimates, max_slices=2)
     )

@@ -208,17 +208,6 @@ def test_bad_init_from_paths_are_one_clear_error(tmp_path, source_run):
         init_from.source_variables(config.init_from, None)
 
 
-def test_flat_vectors_unravel_in_ravel_pytree_order():
-    from rsjax.train import init_from
-
-    tree = {"b": {"x": np.arange(6.0).reshape(2, 3)}, "a": np.arange(2.0)}
-    vector = np.asarray(ravel_pytree(tree)[0])
-    np.testing.assert_array_equal(init_from._ravel(tree), vector)
-    back = init_from._like(tree, vector + 1)
-    np.testing.assert_array_equal(back["b"]["x"], tree["b"]["x"] + 1)
-    assert init_from._like(tree, tree) is tree  # the "tree" layout's EMA is already a tree
-
-
 # ---- Fashion-MNIST's class halves ----
 
 

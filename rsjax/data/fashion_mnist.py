@@ -122,18 +122,20 @@ class FashionMnistTransfer(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         directory = check_files(dl_manager.manual_dir)
         kept = TRANSFER_CLASSES[self.builder_config.name]
-        train = transfer_indices(read_idx(directory / FILES["train"][1]), kept)
-        test = transfer_indices(read_idx(directory / FILES["test"][1]), kept)
+        files = {  # each IDX file read once: three splits come from the train file
+            source: (read_idx(directory / images)[..., None], read_idx(directory / labels))
+            for source, (images, labels) in FILES.items()
+        }
+        train = transfer_indices(files["train"][1], kept)
+        test = transfer_indices(files["test"][1], kept)
         return {
-            "train": self._generate_examples(directory, "train", kept, train["train"]),
-            "validation": self._generate_examples(directory, "train", kept, train["validation"]),
-            "train_100": self._generate_examples(directory, "train", kept, train["train_100"]),
-            "test": self._generate_examples(directory, "test", kept, test["all"]),
+            "train": self._generate_examples(*files["train"], kept, train["train"]),
+            "validation": self._generate_examples(*files["train"], kept, train["validation"]),
+            "train_100": self._generate_examples(*files["train"], kept, train["train_100"]),
+            "test": self._generate_examples(*files["test"], kept, test["all"]),
         }
 
-    def _generate_examples(self, directory: pathlib.Path, source: str, kept, indices):
-        images = read_idx(directory / FILES[source][0])[..., None]
-        labels = read_idx(directory / FILES[source][1])
+    def _generate_examples(self, images: np.ndarray, labels: np.ndarray, kept, indices):
         for index in indices:
             yield int(index), {"image": images[index], "label": kept.index(int(labels[index]))}
 

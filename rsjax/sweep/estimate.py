@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from etils import epath
 
+from rsjax import configs
 from rsjax.data import split_sizes
 from rsjax.results import existing_result
 from rsjax.sweep.grid import Run, build_config
@@ -45,7 +46,7 @@ def estimate_run(run: Run, profiles: str | epath.PathLike) -> Estimate:
     record = existing_result(epath.Path(profiles) / run.name)
     if record is None or not record.get("profile"):
         return dataclasses.replace(base, note="no profile")
-    if record.get("run_id") != run.run_id:
+    if record.get("run_id") != configs.run_id(config):
         return dataclasses.replace(
             base, note=f"profile is of another config (run id {record.get('run_id')})"
         )
@@ -63,8 +64,11 @@ def estimate(runs: Sequence[Run], profiles: str | epath.PathLike) -> list[Estima
     return [estimate_run(run, profiles) for run in runs]
 
 
-def format_estimates(estimates: Sequence[Estimate], max_slices: int) -> str:
-    """A table of the estimates, the total, and the sweep's shortest possible wall time."""
+def format_estimates(
+    estimates: Sequence[Estimate], max_slices: int, budget_slice_hours: float | None = None
+) -> str:
+    """A table of the estimates, the total (against the budget, if any), and the sweep's
+    shortest possible wall time."""
     lines = [f"{'run':<24} {'steps':>8} {'batch':>6} {'step_s':>8} {'slice-h':>9}  profile"]
     for e in estimates:
         step = f"{e.step_s:.3f}" if e.step_s is not None else "-"
@@ -84,6 +88,11 @@ def format_estimates(estimates: Sequence[Estimate], max_slices: int) -> str:
         lines.append(
             f"at --max_slices {max_slices}: at least {_hours(wall)} h of wall time "
             "(train steps only; add compilation, evaluation and queueing)"
+        )
+    if budget_slice_hours is not None and total > budget_slice_hours:
+        lines.append(
+            f"the estimate exceeds --budget_slice_hours {budget_slice_hours:g}: the last runs "
+            "to start will not"
         )
     devices = sorted({e.device for e in estimates if e.device})
     if len(devices) > 1:

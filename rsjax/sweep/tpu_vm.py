@@ -110,12 +110,8 @@ def dry_run(controller: slices.Controller, profiles: str | None = None) -> int:
         from rsjax.sweep import estimate
 
         estimates = estimate.estimate(controller.runs, profiles)
-        print(estimate.format_estimates(estimates, controller.limits.max_slices))
-        budget = controller.limits.budget_slice_hours
-        total = sum(e.hours or 0.0 for e in estimates)
-        if budget is not None and total > budget:
-            print(f"the estimate exceeds --budget_slice_hours {budget:g}: the last runs to start "
-                  "will not")  # fmt: skip
+        limits = controller.limits
+        print(estimate.format_estimates(estimates, limits.max_slices, limits.budget_slice_hours))
     return 0
 
 

@@ -27,7 +27,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from rsjax.errors import UsageError
 from rsjax.models import from_timm_state_dict
-from rsjax.train.state import TrainState
+from rsjax.train.state import TrainState, averaged_variables, ravel
 
 HEAD = "classifier"  # the top-level params module re-initialised for the new classes
 STATE_DICT_SUFFIXES = (".npz", ".safetensors")
@@ -83,15 +83,11 @@ def run_variables(run_dir: epath.Path, step: int = 0, weights: str = "ema") -> V
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
         manager.item_metadata(step),
     )
-    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    state = TrainState(**manager.restore(step, args=ocp.args.StandardRestore(target)))
     manager.close()
-    params, stats = _host(state["params"]), _host(state["batch_stats"])
     if weights == "raw":
-        return {"params": params, "batch_stats": stats}
-    return {
-        "params": _like(params, _host(state["ema_params"])),
-        "batch_stats": _like(stats, _host(state["ema_batch_stats"])),
-    }
+        return _host({"params": state.params, "batch_stats": state.batch_stats})
+    return _host(averaged_variables(state))
 
 
 def load_state_dict(path: epath.Path) -> dict[str, np.ndarray]:
@@ -142,7 +138,7 @@ def initial_state(fresh: TrainState, source: Variables) -> TrainState:
         {"params": _host(fresh.params), "batch_stats": _host(fresh.batch_stats)}, source
     )
     params, stats = variables["params"], variables["batch_stats"]
-    ema = (params, stats) if fresh.layout == "tree" else (_ravel(params), _ravel(stats))
+    ema = (params, stats) if fresh.layout == "tree" else (ravel(params), ravel(stats))
     place = functools.partial(jax.tree.map, _on_sharding_of)
     return fresh.replace(
         params=place(fresh.params, params),
@@ -179,24 +175,6 @@ def _host(tree: Any) -> Any:
     if jax.process_count() > 1:
         return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
     return jax.tree.map(np.asarray, tree)
-
-
-def _like(tree: Any, average: Any) -> Any:
-    """The EMA in `tree`'s structure: itself in the "tree" layout, unravelled if a flat vector."""
-    if isinstance(average, np.ndarray):
-        leaves, treedef = jax.tree.flatten(tree)
-        sizes = np.cumsum([leaf.size for leaf in leaves])[:-1]
-        parts = np.split(average, sizes)
-        return jax.tree.unflatten(
-            treedef, [p.reshape(leaf.shape) for p, leaf in zip(parts, leaves, strict=True)]
-        )
-    return average
-
-
-def _ravel(tree: Any) -> np.ndarray:
-    """All leaves concatenated in `jax.flatten_util.ravel_pytree` order."""
-    leaves = jax.tree.leaves(tree)
-    return np.concatenate([np.ravel(leaf) for leaf in leaves]) if leaves else np.zeros((0,))
 
 
 def _is_head(key: tuple[str, ...]) -> bool:

@@ -121,11 +121,17 @@ def label_split(
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
-def save(out: str | epath.PathLike, pseudo: PseudoLabels) -> epath.Path:
-    """Writes OUT/pseudo_labels.npz and OUT/pseudo_labels.json (UsageError if they exist)."""
+def check_new_out(out: str | epath.PathLike) -> epath.Path:
+    """`out` as a path; UsageError if it already holds pseudo-labels (nothing is overwritten)."""
     out = epath.Path(out)
     if (out / INFO_FILE).exists():
         raise UsageError(f"{out} already holds pseudo-labels; choose a new --out")
+    return out
+
+
+def save(out: str | epath.PathLike, pseudo: PseudoLabels) -> epath.Path:
+    """Writes OUT/pseudo_labels.npz and OUT/pseudo_labels.json (UsageError if they exist)."""
+    out = check_new_out(out)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"probabilities": pseudo.probabilities, "copies": pseudo.copies}
     if pseudo.labels is not None:
