@@ -405,6 +405,13 @@ def test_sigkill_then_restart_is_bit_identical(small_fmnist, tmp_path, family):
     can resume from lies inside an epoch, where the input pipeline must skip into the epoch."""
     steps, every, steps_per_epoch = 20, 3, 256 // 32
     flags = config_flags(small_fmnist, steps=steps, checkpoint_every=every, family=family)
+    assert_sigkill_resume_is_bit_identical(tmp_path, flags, steps, every, steps_per_epoch)
+
+
+def assert_sigkill_resume_is_bit_identical(tmp_path, flags, steps, every, steps_per_epoch):
+    """Runs `rsjax train FLAGS` straight, and again killed by SIGKILL after its first checkpoint
+    (every `every` steps) and rerun: the final checkpoints must be bitwise equal, and the rerun
+    must have resumed inside an epoch."""
     straight = run_cli([*flags, "--workdir", str(tmp_path / "straight")])
     out, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, out

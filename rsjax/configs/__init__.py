@@ -25,6 +25,7 @@ from rsjax.configs.validation import (
     EFFICIENTNET_FIELDS,
     MODEL_FIELDS,
     build_model,
+    pseudo_batch_size,
     validate,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "from_saved",
     "load",
     "load_file",
+    "pseudo_batch_size",
     "replicate_id",
     "run_id",
     "split_flags",

@@ -100,6 +100,21 @@ def get_base_config() -> ml_collections.ConfigDict:
     # file (.npz / .safetensors); the classifier head is initialised anew. "": random init.
     c.init_from = ml_collections.ConfigDict({"path": "", "step": 0, "weights": "ema"})
 
+    # Noisy-Student co-training (Section 7.3; rsjax/data/pseudo_stream.py): each step adds
+    # `ratio` x global_batch_size images of the unlabelled split that `rsjax pseudo-label` wrote
+    # to `pseudo_labels` (a directory; "": no co-training), trained against the teacher's soft
+    # labels p^(1/temperature) normalised, or with `hard` its argmax smoothed by
+    # `label_smoothing`; loss = labelled CE + ratio x pseudo-labelled CE.
+    c.cotrain = ml_collections.ConfigDict(
+        {
+            "pseudo_labels": "",
+            "ratio": 1.0,
+            "hard": False,
+            "temperature": 1.0,
+            "label_smoothing": 0.0,
+        }
+    )
+
     c.label_smoothing = 0.1
     c.ema_decay = 0.9999
     c.ema_warmup = True  # decay = min(ema_decay, (1 + t) / (10 + t))

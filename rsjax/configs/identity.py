@@ -55,6 +55,11 @@ ADDED_KEYS: Mapping[str, Any] = {
     "init_from.path": "",
     "init_from.step": 0,
     "init_from.weights": "ema",
+    "cotrain.pseudo_labels": "",
+    "cotrain.ratio": 1.0,
+    "cotrain.hard": False,
+    "cotrain.temperature": 1.0,
+    "cotrain.label_smoothing": 0.0,
 }
 
 

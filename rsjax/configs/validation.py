@@ -163,6 +163,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _validate_optim(config.optim)
     _validate_mesh(config)
     _validate_init_from(config.init_from)
+    _validate_cotrain(config)
     model = build_model(config)
     if data.image_size < model.min_image_size():
         raise UsageError(
@@ -178,6 +179,44 @@ def _validate_init_from(init: ml_collections.ConfigDict) -> None:
         raise UsageError(f"init_from.weights must be one of {INIT_WEIGHTS}, got {init.weights!r}")
     if init.step < 0:
         raise UsageError(f"init_from.step must be >= 0 (0: the newest), got {init.step}")
+
+
+def pseudo_batch_size(config: ml_collections.ConfigDict) -> int:
+    """Pseudo-labelled images per step: `cotrain.ratio` x global_batch_size (0 without
+    co-training; `validate` checks that it is a whole number)."""
+    if not config.cotrain.pseudo_labels:
+        return 0
+    return round(config.cotrain.ratio * config.global_batch_size)
+
+
+def _validate_cotrain(config: ml_collections.ConfigDict) -> None:
+    """The values of `cotrain` (its pseudo-labels are read when the run starts)."""
+    cotrain = config.cotrain
+    if not cotrain.pseudo_labels:
+        return
+    if not cotrain.ratio > 0:
+        raise UsageError(f"cotrain.ratio must be > 0, got {cotrain.ratio}")
+    if not cotrain.temperature > 0:
+        raise UsageError(f"cotrain.temperature must be > 0, got {cotrain.temperature}")
+    if not 0 <= cotrain.label_smoothing < 1:
+        raise UsageError(
+            f"cotrain.label_smoothing must be in [0, 1), got {cotrain.label_smoothing}"
+        )
+    pseudo = cotrain.ratio * config.global_batch_size
+    if abs(pseudo - round(pseudo)) > 1e-9 or round(pseudo) < 1:
+        raise UsageError(
+            f"cotrain.ratio x global_batch_size must be a whole number of images >= 1, got "
+            f"{cotrain.ratio} x {config.global_batch_size} = {pseudo:g}"
+        )
+    for divisor, what in (
+        (config.mesh.data, "the mesh's data axis"),
+        (config.data.input_shards, "data.input_shards"),
+    ):
+        if divisor > 0 and round(pseudo) % divisor:
+            raise UsageError(
+                f"the pseudo-labelled batch ({round(pseudo)} = cotrain.ratio x "
+                f"global_batch_size) is not divisible by {what} ({divisor})"
+            )
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:

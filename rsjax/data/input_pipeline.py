@@ -138,6 +138,37 @@ def train_batches(
     Endless when `end_step` is None; otherwise the iterator stops at the end of the epoch that
     holds step `end_step - 1`, and no later epoch is prepared.
     """
+    ds = train_dataset(
+        builder,
+        data,
+        seed=seed,
+        local_batch=local_batch,
+        start_step=start_step,
+        end_step=end_step,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return as_host_batches(ds, data)
+
+
+def as_host_batches(ds: tf.data.Dataset, data: ml_collections.ConfigDict) -> Iterator[Batch]:
+    """Numpy batches of `ds`, `data.prefetch_batches` prepared ahead, with the run's options."""
+    ds = ds.prefetch(data.prefetch_batches)
+    return iter(tfds.as_numpy(ds.with_options(_options(data))))
+
+
+def train_dataset(
+    builder: tfds.core.DatasetBuilder,
+    data: ml_collections.ConfigDict,
+    *,
+    seed: int,
+    local_batch: int,
+    start_step: int = 0,
+    end_step: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tf.data.Dataset:
+    """The tf.data pipeline of `train_batches` (same arguments), before prefetching."""
     shards = input_shards(data, local_batch * process_count, process_count)
     mine = shards // process_count
     shard_batch = local_batch // mine
@@ -161,13 +192,10 @@ def train_batches(
         for shard in range(process_index * mine, (process_index + 1) * mine)
     ]
     if len(streams) == 1:
-        ds = streams[0]
-    else:
-        ds = tf.data.Dataset.zip(tuple(streams)).map(
-            lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
-        )
-    ds = ds.prefetch(data.prefetch_batches)
-    return iter(tfds.as_numpy(ds.with_options(_options(data))))
+        return streams[0]
+    return tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,25 +233,15 @@ def _shard_batches(
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
         """(augmentation seed, position, record) of one epoch, in its own order; the resumed
         part only."""
-        ds = source.records(_epoch_seed(seed, epoch, 1))
-        ds = ds.shuffle(data.shuffle_buffer, seed=_epoch_seed(seed, epoch, 2))
+        ds = source.records(epoch_seed(seed, epoch, 1))
+        ds = ds.shuffle(data.shuffle_buffer, seed=epoch_seed(seed, epoch, 2))
         ds = ds.take(epoch_examples).enumerate()
         resumed = tf.constant(plan.offset * shard_batch, tf.int64)
         ds = ds.skip(tf.where(epoch == first_epoch, resumed, 0))
-        augment_seed = _epoch_seed(seed, epoch, 3)
+        augment_seed = epoch_seed(seed, epoch, 3)
         return ds.map(lambda position, record: (augment_seed, position, record))
 
-    preprocess = dict(
-        size=data.image_size,
-        area_range=tuple(data.area_range),
-        flip=data.flip,
-        randaugment_layers=data.randaugment_layers,
-        randaugment_magnitude=float(data.randaugment_magnitude),
-        resize_method=data.resize_method,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        cutout_pad=int(data.cutout_pad),
-    )
+    preprocess = train_preprocess_args(data)
 
     def preprocess_example(augment_seed: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:
         example = source.parse(record)
@@ -237,8 +255,24 @@ def _shard_batches(
     return ds.batch(shard_batch, drop_remainder=True)
 
 
-def _epoch_seed(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
-    """An int64 seed in [0, 2^31), a pure function of (seed, epoch, purpose) (Philox)."""
+def train_preprocess_args(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Keyword arguments of `augment.train_preprocess` from the data config."""
+    return dict(
+        size=data.image_size,
+        area_range=tuple(data.area_range),
+        flip=data.flip,
+        randaugment_layers=data.randaugment_layers,
+        randaugment_magnitude=float(data.randaugment_magnitude),
+        resize_method=data.resize_method,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        cutout_pad=int(data.cutout_pad),
+    )
+
+
+def epoch_seed(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
+    """An int64 seed in [0, 2^31), a pure function of (seed, epoch, purpose) (Philox). Purposes
+    0-7; the train split's stream uses 1-3, `rsjax.data.pseudo_stream` 5-6."""
     return tf.random.stateless_uniform(
         [2],
         seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64) * 8 + purpose]),
@@ -298,9 +332,9 @@ class _RecordSource:
                 decoders={"image": tfds.decode.SkipDecoding()},
             )
         if decoded_cache:
-            self.cache = self._decode_all()
+            self.cache = {k: tf.constant(v) for k, v in self.decode_all().items()}
 
-    def _decode_all(self) -> dict[str, tf.Tensor]:
+    def decode_all(self) -> dict[str, np.ndarray]:
         """{"image": [N, H, W, C] uint8, "label": [N]}: the split decoded in stored order (file
         after file), which the indices of `records` refer to. ValueError for images of no one
         shape."""
@@ -312,7 +346,7 @@ class _RecordSource:
         stored = self.examples if self.files is None else self.files.flat_map(_read_records)
         ds = stored.map(self._parse_stored, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
         parts = list(tfds.as_numpy(ds))
-        return {k: tf.constant(np.concatenate([p[k] for p in parts])) for k in ("image", "label")}
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
 
     def records(self, file_seed: tf.Tensor) -> tf.data.Dataset:
         """The epoch's elements, files in a seeded order: serialized records, `as_dataset`
@@ -346,6 +380,13 @@ class _RecordSource:
             "image": self.features["image"].decode_example(record["image"]),
             "label": record["label"],
         }
+
+
+def decode_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
+    """{"image": [N, H, W, C] uint8, "label": [N]}: all of `split` (tfds slicing works) decoded
+    in stored order, the order `eval_batches` reads it in. ValueError for images of no one
+    shape."""
+    return _RecordSource(builder, split).decode_all()
 
 
 def _read_records(

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from rsjax import paper_tables
+from rsjax import configs, paper_tables
 from rsjax.train import programs, sharding
 
 Measure = Callable[..., dict[str, Any]]
@@ -63,6 +63,12 @@ def measure_step(
         "images": rng.standard_normal((local_batch, *image_shape)).astype(np.float32),
         "labels": rng.integers(0, config.data.num_classes, local_batch).astype(np.int32),
     }
+    if pseudo := configs.pseudo_batch_size(config) // jax.process_count():  # co-training
+        logits = rng.standard_normal((pseudo, config.data.num_classes))
+        host["pseudo_images"] = rng.standard_normal((pseudo, *image_shape)).astype(np.float32)
+        host["pseudo_probabilities"] = (
+            np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        ).astype(np.float32)
     batch = sharding.global_batch(host, mesh)
     if batch["labels"].shape[0] != global_batch:  # the processes' shares make the batch
         raise ValueError(f"timed batch {batch['labels'].shape[0]} != {global_batch}")

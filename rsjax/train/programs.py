@@ -24,7 +24,7 @@ from rsjax.configs import build_model
 from rsjax.models import EfficientNet
 from rsjax.train import compilation, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
-from rsjax.train.step import eval_step, train_step
+from rsjax.train.step import Cotraining, eval_step, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +98,17 @@ class Program:
 
     def abstract_batch(self, global_batch: int, *, eval: bool = False) -> dict:
         """ShapeDtypeStructs of a global batch on `batch_sharding`: {"images": [B, H, W, C]
-        float32, "labels": [B] int32} and, with `eval`, "mask": [B] float32."""
+        float32, "labels": [B] int32}; with `eval`, "mask": [B] float32; else, when the config
+        co-trains, "pseudo_images" [R, H, W, C] and "pseudo_probabilities" [R, K] float32,
+        R = `cotrain.ratio` x B."""
         shapes = {"images": ((global_batch, *self.image_shape), jnp.float32)}
         shapes["labels"] = ((global_batch,), jnp.int32)
+        pseudo = round(self.config.cotrain.ratio * global_batch)
         if eval:
             shapes["mask"] = ((global_batch,), jnp.float32)
+        elif self.config.cotrain.pseudo_labels:
+            shapes["pseudo_images"] = ((pseudo, *self.image_shape), jnp.float32)
+            shapes["pseudo_probabilities"] = ((pseudo, self.config.data.num_classes), jnp.float32)
         return {
             k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
             for k, (shape, dtype) in shapes.items()
@@ -141,6 +147,12 @@ def build(
     # The schedule is an argument of the step; the optimiser is a function of it, built once.
     make_tx = functools.partial(optim.make_optimizer, config.optim, layout=layout)
     placeholder = optim.make_schedule(config.optim, 0.0, 1, 0, 1.0)
+    cotrain = config.cotrain
+    cotraining = (
+        Cotraining(cotrain.ratio, cotrain.hard, cotrain.temperature, cotrain.label_smoothing)
+        if cotrain.pseudo_labels
+        else None
+    )
     init_fn = functools.partial(
         create_train_state,
         model=model,
@@ -166,6 +178,7 @@ def build(
             label_smoothing=config.label_smoothing,
             ema=config.ema_decay,
             ema_warmup=config.ema_warmup,
+            cotraining=cotraining,
         )
 
     return Program(

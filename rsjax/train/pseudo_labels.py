@@ -10,8 +10,10 @@ keeps its P most confident, and a class with n < P repeats each image P // n tim
 P % n most confident once more (deterministic here, where the reference rounds the fraction
 at random). `save` writes both, with the teacher's identity, into one directory.
 
-How the student uses them (`targets`, `cotrain_loss` in `rsjax.train.step`): soft labels
+How the student uses them (`pseudo_targets`, `cotrain_loss` in `rsjax.train.step`): soft labels
 p^(1/T) / sum(p^(1/T)) (= softmax(logits / T)), or hard labels argmax(p) with label smoothing.
+A run with `cotrain.pseudo_labels` set reads them through `load_for` (checked against the run's
+config before anything compiles) and `stream` (the split decoded, `rsjax.data.pseudo_stream`).
 """
 
 import dataclasses
@@ -170,4 +172,57 @@ def summary(probabilities: np.ndarray, copies: np.ndarray, labels: np.ndarray | 
         correct = predicted == labels
         result["accuracy_all"] = float(correct.mean())
         result["accuracy_student"] = float((correct * copies).sum() / max(copies.sum(), 1))
+    return result
+
+
+def load_for(config: ml_collections.ConfigDict) -> PseudoLabels:
+    """The pseudo-labels named by `config.cotrain.pseudo_labels`, checked against the run: the
+    same dataset and class count (UsageError otherwise)."""
+    path = config.cotrain.pseudo_labels
+    pseudo = load(path)
+    classes = pseudo.probabilities.shape[1]
+    if classes != config.data.num_classes:
+        raise UsageError(
+            f"cotrain.pseudo_labels {path}: the teacher predicts {classes} classes; this run has "
+            f"data.num_classes {config.data.num_classes}"
+        )
+    if pseudo.info.get("dataset") != config.data.name:
+        raise UsageError(
+            f"cotrain.pseudo_labels {path} label {pseudo.info.get('dataset')!r}, but this run "
+            f"trains on {config.data.name!r}"
+        )
+    if not pseudo.copies.any():
+        raise UsageError(f"cotrain.pseudo_labels {path} keep no image (lower the threshold)")
+    return pseudo
+
+
+def stream(config: ml_collections.ConfigDict, builder: Any, pseudo: PseudoLabels) -> Any:
+    """The `rsjax.data.pseudo_stream.PseudoStream` of `pseudo`: its split decoded from the run's
+    dataset `builder`. UsageError when the split's images are not the ones labelled (another
+    count, or other labels where the pseudo-labels stored the true ones)."""
+    from rsjax.data import input_pipeline, pseudo_stream
+
+    split = pseudo.info["split"]
+    try:
+        decoded = input_pipeline.decode_split(builder, split)
+    except ValueError as e:
+        raise UsageError(f"cotrain.pseudo_labels: split {split!r}: {e}") from None
+    if len(decoded["label"]) != len(pseudo.copies) or (
+        pseudo.labels is not None and not np.array_equal(decoded["label"], pseudo.labels)
+    ):
+        raise UsageError(
+            f"cotrain.pseudo_labels {config.cotrain.pseudo_labels}: split {split!r} of "
+            f"{config.data.name} is not the split they label ({len(decoded['label'])} images, "
+            f"{len(pseudo.copies)} labelled)"
+        )
+    result = pseudo_stream.PseudoStream(
+        images=decoded["image"],
+        probabilities=pseudo.probabilities.astype(np.float32),
+        positions=pseudo.student_indices(),
+        global_batch=configs.pseudo_batch_size(config),
+    )
+    try:
+        pseudo_stream.check(result, jax.process_count())
+    except ValueError as e:
+        raise UsageError(f"cotrain.pseudo_labels: {e}") from None
     return result

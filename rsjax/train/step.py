@@ -1,5 +1,6 @@
 """Pure train and eval steps (jit them with shardings in the trainer)."""
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -49,6 +50,16 @@ def cotrain_loss(
     return labelled + ratio * pseudo
 
 
+@dataclasses.dataclass(frozen=True)
+class Cotraining:
+    """How a step weighs and targets its pseudo-labelled images (the config's `cotrain`)."""
+
+    ratio: float
+    hard: bool
+    temperature: float
+    label_smoothing: float
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -60,26 +71,55 @@ def train_step(
     label_smoothing: float,
     ema: float,
     ema_warmup: bool,
+    cotraining: Cotraining | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on batch {"images": [B, H, W, C], "labels": [B]}; returns (state, metrics).
 
-    Dropout and stochastic depth draw from fold_in(key(seed), step): a pure function of the step,
-    so a resumed run makes the same draws.
+    Co-training (`cotraining` set and the batch also holds "pseudo_images" [R, H, W, C] and
+    "pseudo_probabilities" [R, K]): one forward pass over the B + R images (BatchNorm statistics
+    over both), loss `cotrain_loss`; metrics add "pseudo_agreement", the fraction of pseudo-
+    labelled images whose prediction is the teacher's. Dropout and stochastic depth draw from
+    fold_in(key(seed), step): a pure function of the step, so a resumed run makes the same draws.
     """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    pseudo = cotraining is not None and "pseudo_images" in batch
+    images = batch["images"]
+    if pseudo:
+        images = jnp.concatenate([images, batch["pseudo_images"]])
+    labelled = batch["labels"].shape[0]
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, updates = model.apply(
+        all_logits, updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["images"],
+            images,
             train=True,
             mutable=["batch_stats"],
             rngs={"dropout": rng},
         )
-        loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
-        return loss, (logits, updates["batch_stats"])
+        logits = all_logits[:labelled]
+        if pseudo:
+            targets = pseudo_targets(
+                batch["pseudo_probabilities"],
+                hard=cotraining.hard,
+                temperature=cotraining.temperature,
+                label_smoothing=cotraining.label_smoothing,
+            )
+            loss = cotrain_loss(
+                logits,
+                batch["labels"],
+                all_logits[labelled:],
+                targets,
+                ratio=cotraining.ratio,
+                label_smoothing=label_smoothing,
+            )
+        else:
+            loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
+        return loss, (all_logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (all_logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    logits = all_logits[:labelled]
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = ema_decay(state.step, ema, ema_warmup)
@@ -97,6 +137,9 @@ def train_step(
         "learning_rate": schedule(state.step),
         "grad_norm": _global_norm(grads, state.layout),
     }
+    if pseudo:
+        teacher = jnp.argmax(batch["pseudo_probabilities"], -1)
+        metrics["pseudo_agreement"] = jnp.mean(jnp.argmax(all_logits[labelled:], -1) == teacher)
     return new_state, metrics
 
 

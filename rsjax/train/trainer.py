@@ -30,7 +30,7 @@ from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
 from rsjax.models import EfficientNet, abstract_variables, layouts
 from rsjax.results import RunRecord, ema_is_warm, existing_result
-from rsjax.train import checkpoint, distributed, init_from, programs, sharding
+from rsjax.train import checkpoint, distributed, init_from, programs, pseudo_labels, sharding
 from rsjax.train.state import TrainState, resolve_layout
 
 # Train steps the host may dispatch beyond the last one finished. Without a bound it runs up to a
@@ -133,11 +133,13 @@ def record_header(
 
 @dataclasses.dataclass(frozen=True)
 class _Dataset:
-    """The run's input: the tfds builder, its channel count and the train steps per epoch."""
+    """The run's input: the tfds builder, its channel count, the train steps per epoch and,
+    when co-training, the pseudo-labelled stream (`rsjax.data.pseudo_stream.PseudoStream`)."""
 
     builder: Any
     channels: int
     steps_per_epoch: int
+    pseudo: Any = None
 
 
 def _open_dataset(config: ml_collections.ConfigDict) -> _Dataset:
@@ -191,7 +193,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         checkpoint.check_or_write_config(workdir, config)
     if not checkpoint.has_steps(workdir):  # a resumed run no longer reads its source
         init_from.check(config.init_from)
+    pseudo = pseudo_labels.load_for(config) if config.cotrain.pseudo_labels else None
     data = _open_dataset(config)
+    if pseudo is not None:
+        data = dataclasses.replace(data, pseudo=pseudo_labels.stream(config, data.builder, pseudo))
     image_shape = (config.data.image_size, config.data.image_size, data.channels)
     program = programs.build(config, mesh, image_shape)
     plan = programs.durations(config, data.steps_per_epoch)
@@ -216,6 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         header = record_header(config, program.model, data.channels, variables)
         if config.init_from.path:
             header["init_from"] = init_from.source_summary(config.init_from)
+        if pseudo is not None:
+            header["cotrain"] = _cotrain_summary(config, pseudo)
         header["train"] = {
             "steps": plan.total_steps,
             "epochs": plan.total_steps / data.steps_per_epoch,
@@ -266,6 +273,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 flush=True,
             )
         return outcome.metrics
+
+
+def _cotrain_summary(config: ml_collections.ConfigDict, pseudo: pseudo_labels.PseudoLabels) -> dict:
+    """The record's `cotrain` block: where the pseudo-labels come from and what they hold."""
+    summary = pseudo_labels.summary(pseudo.probabilities, pseudo.copies, pseudo.labels)
+    keys = ("teacher", "teacher_run_id", "split", "threshold", "per_class")
+    return {
+        "pseudo_labels": str(config.cotrain.pseudo_labels),
+        **{k: pseudo.info.get(k) for k in keys},
+        "pseudo_batch": configs.pseudo_batch_size(config),
+        **summary,
+    }
 
 
 # Splits also evaluated after the last step (eval preprocessing): metric prefix -> data key.
@@ -340,9 +359,7 @@ class _Loop:
         from rsjax.data import input_pipeline
 
         config, plan = self.config, self.plan
-        batches = input_pipeline.train_batches(
-            self.data.builder,
-            config.data,
+        where = dict(
             seed=config.seed,
             local_batch=config.global_batch_size // jax.process_count(),
             start_step=start_step,
@@ -350,6 +367,14 @@ class _Loop:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
+        if self.data.pseudo is None:
+            batches = input_pipeline.train_batches(self.data.builder, config.data, **where)
+        else:
+            from rsjax.data import pseudo_stream
+
+            batches = pseudo_stream.cotrain_batches(
+                self.data.builder, config.data, self.data.pseudo, **where
+            )
         timer = _Timer(start_step)
         pending = _PendingMetrics()
         metrics: dict[str, float] = {}
