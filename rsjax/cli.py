@@ -216,7 +216,11 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
         "Examples:\n"
         "  rsjax pseudo-label --teacher runs/teacher --split 'train[10%:]' --out runs/pl\n"
         "  rsjax pseudo-label --teacher runs/teacher --split 'train[10%:]' --out runs/pl \\\n"
-        "      --threshold 0.3 --per_class 5000",
+        "      --threshold 0.3 --per_class 5000\n"
+        "  # the student trains on them; it is then the next teacher (iterate):\n"
+        "  rsjax train --config fashion_mnist:semi_student --workdir runs/student \\\n"
+        "      --config.cotrain.pseudo_labels=runs/pl\n"
+        "  rsjax pseudo-label --teacher runs/student --split 'train[10%:]' --out runs/pl2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--teacher", required=True, help="a finished rsjax run directory")
@@ -225,11 +229,20 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.0, help="min top probability, [0, 1)")
     p.add_argument("--per_class", type=int, default=0, help="copies per class (0: no balancing)")
     p.add_argument("--batch_size", type=int, default=500, help="images per teacher step")
+    p.add_argument(
+        "--shuffle_seed",
+        type=int,
+        default=None,
+        help="a negative control: permute the teacher's predictions across the images with "
+        "this seed, so they no longer belong to their images",
+    )
     p.set_defaults(func=_pseudo_label)
 
 
 def _pseudo_label(args: argparse.Namespace) -> int:
     """`rsjax pseudo-label`: every check before the teacher compiles, then label, select, save."""
+    import numpy as np
+
     from rsjax import configs
     from rsjax.train import pseudo_labels
 
@@ -242,6 +255,9 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     probabilities, labels = pseudo_labels.label_split(
         args.teacher, args.split, batch_size=args.batch_size
     )
+    if args.shuffle_seed is not None:
+        order = np.random.default_rng(args.shuffle_seed).permutation(len(probabilities))
+        probabilities = probabilities[order]
     copies = pseudo_labels.select(probabilities, args.threshold, args.per_class)
     info = {
         "teacher": str(args.teacher),
@@ -250,6 +266,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
         "split": args.split,
         "threshold": args.threshold,
         "per_class": args.per_class,
+        "shuffle_seed": args.shuffle_seed,
         **pseudo_labels.summary(probabilities, copies, labels),
     }
     out = pseudo_labels.save(

@@ -22,6 +22,11 @@ Presets (`--config fashion_mnist:PRESET`, or `rsjax/configs/fashion_mnist.py:PRE
   transfer_finetune: classes 5-9's 500-image low-data split (`train_100`), 200 steps with
            Appendix F's recipe (cosine, weight decay 1e-4); set `init_from.path` to a
            transfer_pretrain run to fine-tune it, leave it empty to train from scratch.
+  semi_teacher: the default recipe on the first 10% of the training split (6,000 labelled
+           images), 40 epochs of it (1,840 steps).
+  semi_student: the same steps with the student's noise (RandAugment 2 x 5, dropout 0.2,
+           stochastic depth 0.1) and, with `cotrain.pseudo_labels` set, 2 pseudo-labelled images
+           of the other 90% per labelled one (Noisy Student, Section 7.3).
 What each preset measured, and every run that led to these choices: docs/fashion_mnist.md.
 
 Command:
@@ -132,10 +137,24 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.ema_decay = 0.98  # a horizon of 50 of the 200 steps
         c.log_every_steps = 10
         c.checkpoint_every_steps = 100
+    elif preset in ("semi_teacher", "semi_student"):
+        # Noisy Student at 10% labels: the first 6,000 training images are labelled, the other
+        # 54,000 are the unlabelled split ("train[10%:]") a teacher pseudo-labels.
+        c.data.train_split = "train[:10%]"
+        c.num_epochs = 40.0  # of the labelled split: 46 steps an epoch, 1,840 steps
+        if preset == "semi_student":
+            # The student's noise (Section 7.3): RandAugment, dropout, stochastic depth. Set
+            # cotrain.pseudo_labels to `rsjax pseudo-label`'s --out; without it this preset is
+            # the labelled-only control with the same steps and noise.
+            c.data.randaugment_magnitude = 5.0
+            c.model.dropout_rate = 0.2
+            c.model.stochastic_depth_rate = 0.1
+            c.cotrain.ratio = 2.0  # 256 pseudo-labelled images beside each 128 labelled
     else:
         raise ValueError(
             f"Unknown fashion_mnist preset {preset!r}; known: default, long, tiny, "
-            "efficientnet_b0, efficientnet_tiny, transfer_pretrain, transfer_finetune."
+            "efficientnet_b0, efficientnet_tiny, transfer_pretrain, transfer_finetune, "
+            "semi_teacher, semi_student."
         )
     c.lock()
     return c
