@@ -124,6 +124,8 @@ def test_a_cotraining_run_records_its_pseudo_labels(small_fmnist, tmp_path):
     block = record["cotrain"]
     assert block["pseudo_batch"] == 64 and block["student_examples"] == 128
     assert block["split"] == "train[128:]" and block["teacher"] == "synthetic"
+    profile = record["profile"]  # images/s counts both batches: 32 labelled + 64
+    assert profile["images_per_s"] == pytest.approx(96 / profile["step_s"])
     logged = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert '"pseudo_agreement"' in logged
 

@@ -116,6 +116,14 @@ def test_rsjax_pseudo_label_writes_deterministic_probabilities_and_refuses_bad_i
     assert 0.0 <= info["accuracy_all"] <= 1.0 and info["teacher_run_id"]
     probabilities, _ = pseudo_labels.label_split(teacher, "train[:100]", batch_size=50)
     np.testing.assert_array_equal(probabilities, first.probabilities)  # deterministic teacher
+    assert cli.main([*argv, "--shuffle_seed", "0", "--out", str(tmp_path / "shuffled")]) == 0
+    shuffled = pseudo_labels.load(tmp_path / "shuffled")  # the same rows, moved to other images
+    assert shuffled.info["shuffle_seed"] == 0 and first.info["shuffle_seed"] is None
+    assert not np.array_equal(shuffled.probabilities, first.probabilities)
+    np.testing.assert_array_equal(
+        np.sort(shuffled.probabilities, 0), np.sort(first.probabilities, 0)
+    )
+    np.testing.assert_array_equal(shuffled.labels, first.labels)
     capsys.readouterr()
     five = tmp_path / "five_classes"
     shutil.copytree(teacher, five)

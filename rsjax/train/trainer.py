@@ -287,6 +287,12 @@ def _cotrain_summary(config: ml_collections.ConfigDict, pseudo: pseudo_labels.Ps
     }
 
 
+def images_per_step(config: ml_collections.ConfigDict) -> int:
+    """Images one train step computes on: the global batch plus, when co-training, its
+    pseudo-labelled batch (what images/s counts)."""
+    return config.global_batch_size + configs.pseudo_batch_size(config)
+
+
 # Splits also evaluated after the last step (eval preprocessing): metric prefix -> data key.
 EXTRA_EVAL_SPLITS = {"train_": "train_eval_split", "val_": "validation_split"}
 
@@ -327,7 +333,8 @@ class _Outcome:
         return {
             "step_s": step_s,
             "batch": config.global_batch_size,
-            "images_per_s": config.global_batch_size / step_s if step_s else None,
+            # every image a step computes on: labelled and, when co-training, pseudo-labelled
+            "images_per_s": images_per_step(config) / step_s if step_s else None,
         }
 
 
@@ -410,12 +417,12 @@ class _Loop:
         return timer.outcome(step, metrics, preempted=False)
 
     def _log_train(self, step: int, summary: dict[str, float], timer: "_Timer") -> None:
-        images_per_s = timer.end_interval(step, self.config.global_batch_size)
+        images_per_s = timer.end_interval(step, images_per_step(self.config))
         summary.update(images_per_s=images_per_s, **timer.take_waits())
         self.log.write(step, "train", summary)
         if self.progress:
             remaining = self.plan.total_steps - step
-            eta = remaining * self.config.global_batch_size / max(images_per_s, 1e-9)
+            eta = remaining * images_per_step(self.config) / max(images_per_s, 1e-9)
             print(
                 f"step {step}/{self.plan.total_steps} "
                 f"({step / self.data.steps_per_epoch:.2f} ep) | loss {summary['loss']:.4f} | "
