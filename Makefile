@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 REF_VENV ?= .venv-ref
+MG_VENV ?= .venv-mg
 PY := $(VENV)/bin/python
 PARITY_DIR ?= build/parity
 # pip on this kind of machine warns about every missing local index; keep the real messages.
@@ -13,6 +14,9 @@ QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || tru
 # dependency). LOWEST: pyproject.toml's base dependencies at their lower bounds.
 LOCK := requirements/lock.txt
 REF_LOCK := requirements/reference-lock.txt
+# MG_LOCK: TF Model Garden (tf-models-official) for the 3D ResNet fixture, installed without
+# dependency resolution (the package pins far more than its backbones import).
+MG_LOCK := requirements/mg-reference-lock.txt
 COMPAT_VENV ?= build/venv-compat
 LOWEST = $$($(PYTHON) -c 'import tomllib; print(" ".join(r.replace(">=", "==") for r in \
   tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
@@ -24,7 +28,7 @@ DEMO_DIR ?= runs/demo
 # in-process, so the Makefile does it there.
 PYTEST = env $$($(PY) -m rsjax.malloc_tuning) $(PY) -m pytest
 
-.PHONY: help venv jemalloc shellcheck test test-slow parity parity-slow lint format demo fixtures fashion-mnist clean lock compat
+.PHONY: help venv jemalloc shellcheck test test-slow parity parity-slow lint format demo fixtures fixtures-3d fashion-mnist clean lock compat
 
 help:
 	@echo "make demo         create $(VENV), install rsjax, run a 12-run Fashion-MNIST sweep, collect, plot Figure 3, report"
@@ -37,6 +41,7 @@ help:
 	@echo "make lock         write $(VENV)'s versions to $(LOCK) (after make test passes with them)"
 	@echo "make lint         ruff check"
 	@echo "make fixtures     regenerate the timm fixtures in tests/fixtures/ with timm"
+	@echo "make fixtures-3d  regenerate the Model Garden 3D ResNet fixture (creates $(MG_VENV))"
 
 # The locked set plus rsjax itself (editable, every extra): pip fails if pyproject's ranges and the
 # lock disagree, and tests/test_packaging.py checks that nothing outside the lock got in.
@@ -118,6 +123,15 @@ fixtures: $(REF_VENV)/.installed
 	  --out tests/fixtures/timm_tiny_scan_resnetrs.npz
 	for size in even odd; do $(REF_VENV)/bin/python tests/parity/timm_reference.py \
 	  --tiny tiny_efficientnet_$$size --out tests/fixtures/timm_tiny_efficientnet_$$size.npz; done
+
+$(MG_VENV)/.installed: $(MG_LOCK)
+	$(PYTHON) -m venv $(MG_VENV)
+	$(MG_VENV)/bin/pip install -q --no-deps -r $(MG_LOCK) 2>&1 | $(QUIET_PIP)
+	touch $@
+
+fixtures-3d: $(MG_VENV)/.installed
+	$(MG_VENV)/bin/python tests/parity/mg_resnet3d_reference.py \
+	  --out tests/fixtures/mg_tiny_resnet3d.npz --params
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -35,8 +35,20 @@ def flops_per_image(
     if getattr(model, "conv_impl", "xla") != "xla":
         model = model.clone(conv_impl="xla")
     variables = variables or abstract_variables(model, channels)
-    images = jax.ShapeDtypeStruct((1, resolution, resolution, channels), jnp.float32)
-    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
+    return forward_flops(model, variables, (1, resolution, resolution, channels))
+
+
+def flops_per_clip(model: nn.Module, frames: int, resolution: int, channels: int = 3) -> int:
+    """Forward FLOPs (as `flops_per_image`) of a video model for one clip [frames, S, S, C]."""
+    clip = jax.ShapeDtypeStruct((1, frames, resolution, resolution, channels), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), clip)
+    return forward_flops(model, variables, clip.shape)
+
+
+def forward_flops(model: nn.Module, variables: Any, input_shape: tuple[int, ...]) -> int:
+    """2 x the multiply-adds of `model`'s eval forward pass on one input of `input_shape`."""
+    inputs = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
     return 2 * count_macs(closed.jaxpr)
 
 

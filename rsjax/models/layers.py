@@ -139,10 +139,10 @@ class GroupedBatchNorm(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-Excitation on a [B, H, W, C] feature map.
+    """Squeeze-and-Excitation on a [B, H, W, C] (or [B, T, H, W, C]) feature map.
 
-    Spatial mean -> dense(C -> reduced, bias) -> ReLU -> dense(reduced -> C, bias) -> sigmoid,
-    which scales the input per channel.
+    Mean over all but the batch and channel axes -> dense(C -> reduced, bias) -> ReLU ->
+    dense(reduced -> C, bias) -> sigmoid, which scales the input per channel.
     The reference computes these as 1x1 convs on the pooled map; a dense layer is the same math.
     """
 
@@ -152,7 +152,7 @@ class SqueezeExcite(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
-        squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
+        squeezed = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
         squeezed = nn.Dense(
             self.reduced_features, kernel_init=CONV_INIT, dtype=self.dtype, name="reduce"
         )(squeezed)
