@@ -335,3 +335,26 @@ class ResNet3D(nn.Module):
             )(x)  # fmt: skip
             x = nn.relu(x)
         return x
+
+
+# The paper's two 50-layer video networks (Table 6's first and last rows), as Model Garden
+# builds them, with the paper's SE ratio and stochastic depth in the RS one (docs/video.md).
+NAMED: dict[str, dict[str, Any]] = {
+    "resnet3d50": dict(
+        depth=50, temporal_kernel_sizes=temporal_kernels("baseline", (3, 4, 6, 3)),
+        stem="vanilla", self_gating=(True,) * 4, se_ratio=None, dropout_rate=0.0,
+    ),
+    "resnet3d_rs50": dict(
+        depth=50, temporal_kernel_sizes=temporal_kernels("rs", (3, 4, 6, 3)),
+        stem="resnet_d", self_gating=(True,) * 4, se_ratio=0.25, dropout_rate=0.5,
+        stochastic_depth_rate=0.1,
+    ),
+}  # fmt: skip
+
+
+def create_resnet3d(name: str, **overrides: Any) -> ResNet3D:
+    """The named network of `NAMED` with fields overridden (e.g. num_classes=10); ValueError for
+    an unknown name."""
+    if name not in NAMED:
+        raise ValueError(f"Unknown 3D model {name!r}; known: {', '.join(NAMED)}")
+    return ResNet3D(**{**NAMED[name], **overrides})

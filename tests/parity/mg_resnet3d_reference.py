@@ -146,11 +146,14 @@ def tiny_fixture(out: str) -> None:
     print(f"wrote {out}: {len(weights)} arrays, |eval logits| max {np.abs(eval_logits).max():.3f}")
 
 
-def parameter_counts() -> dict:
-    """Trainable parameters of Model Garden's ResNet3D50 and ResNet3DRS-50 backbones."""
+def parameter_counts(flops_clip: tuple[int, int] | None = None) -> dict:
+    """Trainable parameters of Model Garden's ResNet3D50 and ResNet3DRS-50 backbones; with
+    `flops_clip` = (frames, pixels), also TF's profiler count of their forward FLOPs for one clip
+    (frames x pixels x pixels x 3)."""
     from official.vision.configs import backbones_3d
 
     counts = {}
+    frames, pixels = flops_clip or (8, 64)
     for name, cfg in (("resnet3d50", backbones_3d.ResNet3D50()),
                       ("resnet3d_rs50", backbones_3d.ResNet3DRS())):  # fmt: skip
         repeats = [n for _, _, n in resnet_3d.RESNET_SPECS[cfg.model_id]]
@@ -162,7 +165,7 @@ def parameter_counts() -> dict:
             temporal_strides=[b.temporal_strides for b in cfg.block_specs],
             temporal_kernel_sizes=kernels,
             use_self_gating=[b.use_self_gating for b in cfg.block_specs],
-            input_specs=tf_keras.layers.InputSpec(shape=[None, 8, 64, 64, 3]),
+            input_specs=tf_keras.layers.InputSpec(shape=[None, frames, pixels, pixels, 3]),
             stem_type=cfg.stem_type,
             stem_conv_temporal_kernel_size=cfg.stem_conv_temporal_kernel_size,
             stem_conv_temporal_stride=cfg.stem_conv_temporal_stride,
@@ -171,18 +174,32 @@ def parameter_counts() -> dict:
             se_ratio=cfg.se_ratio,
         )
         counts[name] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        if flops_clip:
+            counts[f"{name}_flops"] = profiler_flops(model, flops_clip)
     return counts
+
+
+def profiler_flops(model: tf_keras.Model, clip: tuple[int, int]) -> int:
+    """TF's profiler float-op count of `model`'s forward pass on one clip (frames, pixels)."""
+    frames, pixels = clip
+    spec = tf.TensorSpec([1, frames, pixels, pixels, 3], tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="write the tiny fixture here (.npz)")
     parser.add_argument("--params", action="store_true", help="print the backbones' counts")
+    parser.add_argument("--flops", type=int, nargs=2, metavar=("FRAMES", "PIXELS"),
+                        help="with --params: their FLOPs for one clip of this size")  # fmt: skip
     args = parser.parse_args()
     if args.out:
         tiny_fixture(args.out)
     if args.params:
-        print(json.dumps(parameter_counts()))
+        print(json.dumps(parameter_counts(tuple(args.flops) if args.flops else None)))
 
 
 if __name__ == "__main__":
