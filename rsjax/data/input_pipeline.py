@@ -122,33 +122,11 @@ def steps_per_epoch(
 
 
 def train_batches(
-    builder: tfds.core.DatasetBuilder,
-    data: ml_collections.ConfigDict,
-    *,
-    seed: int,
-    local_batch: int,
-    start_step: int = 0,
-    end_step: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
+    builder: tfds.core.DatasetBuilder, data: ml_collections.ConfigDict, **where: Any
 ) -> Iterator[Batch]:
-    """Host batches from `start_step`: {"images": [b, S, S, C] float32, "labels": [b] int32},
-    b = `local_batch`: this process's shards' batches, concatenated in shard order.
-
-    Endless when `end_step` is None; otherwise the iterator stops at the end of the epoch that
-    holds step `end_step - 1`, and no later epoch is prepared.
-    """
-    ds = train_dataset(
-        builder,
-        data,
-        seed=seed,
-        local_batch=local_batch,
-        start_step=start_step,
-        end_step=end_step,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    return as_host_batches(ds, data)
+    """The host batches of `train_dataset(builder, data, **where)` as numpy, prefetched:
+    {"images": [b, S, S, C] float32, "labels": [b] int32}, b = `local_batch`."""
+    return as_host_batches(train_dataset(builder, data, **where), data)
 
 
 def as_host_batches(ds: tf.data.Dataset, data: ml_collections.ConfigDict) -> Iterator[Batch]:
@@ -168,7 +146,12 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
 ) -> tf.data.Dataset:
-    """The tf.data pipeline of `train_batches` (same arguments), before prefetching."""
+    """Host batches from `start_step` (a tf.data pipeline, not yet prefetched): this process's
+    input shards' batches of `local_batch` examples, concatenated in shard order.
+
+    Endless when `end_step` is None; otherwise the pipeline stops at the end of the epoch that
+    holds step `end_step - 1`, and no later epoch is prepared.
+    """
     shards = input_shards(data, local_batch * process_count, process_count)
     mine = shards // process_count
     shard_batch = local_batch // mine

@@ -19,6 +19,7 @@ Resuming at step s therefore rebuilds pseudo epoch s // (M // PB) and skips its 
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -136,25 +137,15 @@ def cotrain_batches(
     builder: tfds.core.DatasetBuilder,
     data: ml_collections.ConfigDict,
     stream: PseudoStream,
-    *,
-    seed: int,
-    local_batch: int,
-    start_step: int = 0,
-    end_step: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
+    **where: Any,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """`input_pipeline.train_batches` (same arguments) with each step's pseudo-labelled batch
-    added: {"images", "labels", "pseudo_images", "pseudo_probabilities"}."""
-    where = dict(
-        start_step=start_step,
-        end_step=end_step,
-        process_index=process_index,
-        process_count=process_count,
+    """`input_pipeline.train_batches(builder, data, **where)` with each step's pseudo-labelled
+    batch added: {"images", "labels", "pseudo_images", "pseudo_probabilities"}."""
+    pseudo = pseudo_dataset(
+        stream,
+        data,
+        **{k: v for k, v in where.items() if k != "local_batch"},
     )
-    labelled = input_pipeline.train_dataset(
-        builder, data, seed=seed, local_batch=local_batch, **where
-    )
-    pseudo = pseudo_dataset(stream, data, seed=seed, **where)
+    labelled = input_pipeline.train_dataset(builder, data, **where)
     ds = tf.data.Dataset.zip((labelled, pseudo)).map(lambda a, b: {**a, **b})
     return input_pipeline.as_host_batches(ds, data)

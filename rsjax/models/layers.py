@@ -180,3 +180,14 @@ class StochasticDepth(nn.Module):
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
         return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))
+
+
+def excite_and_drop(
+    y: jax.Array, se_ratio: float | None, drop_rate: float, train: bool, dtype: Dtype
+) -> jax.Array:
+    """The end of a residual branch: SE with int(C x se_ratio) hidden units (None: none), then
+    stochastic depth. Call inside a block's compact `__call__`: the submodules are the block's
+    "se" and "stochastic_depth"."""
+    if se_ratio is not None:
+        y = SqueezeExcite(max(1, int(y.shape[-1] * se_ratio)), dtype=dtype, name="se")(y)
+    return StochasticDepth(drop_rate, name="stochastic_depth")(y, deterministic=not train)

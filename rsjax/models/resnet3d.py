@@ -148,12 +148,7 @@ class Bottleneck3D(nn.Module):
         y = bn("bn3", zero_init=self.zero_init_last_bn)(y)
         if self.self_gating:
             y = SelfGating(dtype=self.dtype, name="self_gating")(y)
-        if self.se_ratio is not None:
-            reduced = max(1, int(out_features * self.se_ratio))
-            y = layers.SqueezeExcite(reduced, dtype=self.dtype, name="se")(y)
-        y = layers.StochasticDepth(self.drop_rate, name="stochastic_depth")(
-            y, deterministic=not train
-        )
+        y = layers.excite_and_drop(y, self.se_ratio, self.drop_rate, train, self.dtype)
         return nn.relu(y + shortcut)
 
 

@@ -164,12 +164,7 @@ class BottleneckBlock(nn.Module):
         y = nn.relu(bn("bn2")(y))
         y = conv(out_features, 1, "conv3")(y)
         y = bn("bn3", zero_init=True)(y)
-        if self.se_ratio is not None:
-            reduced = max(1, int(out_features * self.se_ratio))
-            y = layers.SqueezeExcite(reduced, dtype=self.dtype, name="se")(y)
-        y = layers.StochasticDepth(self.drop_rate, name="stochastic_depth")(
-            y, deterministic=not train
-        )
+        y = layers.excite_and_drop(y, self.se_ratio, self.drop_rate, train, self.dtype)
         return nn.relu(y + shortcut)
 
 
