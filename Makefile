@@ -93,7 +93,7 @@ lock: venv
 # tests/test_packaging.py installs the wheel models-only at those.
 MODEL_TESTS := tests/test_batch_norm.py tests/test_conv.py tests/test_convert.py \
   tests/test_efficientnet.py tests/test_models.py tests/test_models_only.py tests/test_profiling.py \
-  tests/test_scan_remat.py
+  tests/test_scan_remat.py tests/test_resnet3d.py
 compat:
 	rm -rf $(COMPAT_VENV) build/wheel
 	$(PYTHON) -m venv $(COMPAT_VENV)
