@@ -181,12 +181,12 @@ def _validate_init_from(init: ml_collections.ConfigDict) -> None:
         raise UsageError(f"init_from.step must be >= 0 (0: the newest), got {init.step}")
 
 
-def pseudo_batch_size(config: ml_collections.ConfigDict) -> int:
-    """Pseudo-labelled images per step: `cotrain.ratio` x global_batch_size (0 without
-    co-training; `validate` checks that it is a whole number)."""
+def pseudo_batch_size(config: ml_collections.ConfigDict, global_batch: int | None = None) -> int:
+    """Pseudo-labelled images per step: `cotrain.ratio` x `global_batch` (default: the config's
+    global_batch_size); 0 without co-training. `validate` checks it is a whole number."""
     if not config.cotrain.pseudo_labels:
         return 0
-    return round(config.cotrain.ratio * config.global_batch_size)
+    return round(config.cotrain.ratio * (global_batch or config.global_batch_size))
 
 
 def _validate_cotrain(config: ml_collections.ConfigDict) -> None:
@@ -202,20 +202,20 @@ def _validate_cotrain(config: ml_collections.ConfigDict) -> None:
         raise UsageError(
             f"cotrain.label_smoothing must be in [0, 1), got {cotrain.label_smoothing}"
         )
-    pseudo = cotrain.ratio * config.global_batch_size
-    if abs(pseudo - round(pseudo)) > 1e-9 or round(pseudo) < 1:
+    exact, pseudo = cotrain.ratio * config.global_batch_size, pseudo_batch_size(config)
+    if abs(exact - pseudo) > 1e-9 or pseudo < 1:
         raise UsageError(
             f"cotrain.ratio x global_batch_size must be a whole number of images >= 1, got "
-            f"{cotrain.ratio} x {config.global_batch_size} = {pseudo:g}"
+            f"{cotrain.ratio} x {config.global_batch_size} = {exact:g}"
         )
     for divisor, what in (
         (config.mesh.data, "the mesh's data axis"),
         (config.data.input_shards, "data.input_shards"),
     ):
-        if divisor > 0 and round(pseudo) % divisor:
+        if divisor > 0 and pseudo % divisor:
             raise UsageError(
-                f"the pseudo-labelled batch ({round(pseudo)} = cotrain.ratio x "
-                f"global_batch_size) is not divisible by {what} ({divisor})"
+                f"the pseudo-labelled batch ({pseudo} = cotrain.ratio x global_batch_size) is "
+                f"not divisible by {what} ({divisor})"
             )
 
 

@@ -65,10 +65,11 @@ def batch_norm(
     momentum: float,
     zero_init: bool = False,
     group_size: int = 0,
+    epsilon: float = BN_EPSILON,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
-    """BatchNorm, epsilon 1e-5; `zero_init` starts gamma at 0.
+    """BatchNorm (epsilon 1e-5 unless given); `zero_init` starts gamma at 0.
 
     Statistics come from the whole (global) batch, or with `group_size` > 0 from each group of
     that many consecutive examples (like per-replica BN with that per-core batch). `momentum`
@@ -80,13 +81,14 @@ def batch_norm(
             use_running_average=not train,
             momentum=momentum,
             zero_init=zero_init,
+            epsilon=epsilon,
             dtype=dtype,
             name=name,
         )
     return BatchNorm(
         use_running_average=not train,
         momentum=momentum,
-        epsilon=BN_EPSILON,
+        epsilon=epsilon,
         scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
         dtype=dtype,
         name=name,
@@ -105,6 +107,7 @@ class GroupedBatchNorm(nn.Module):
     use_running_average: bool
     momentum: float
     zero_init: bool = False
+    epsilon: float = BN_EPSILON
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -117,7 +120,7 @@ class GroupedBatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         if self.use_running_average:
             mean, var = ra_mean.value, ra_var.value
-            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
             return (y * scale + bias).astype(self.dtype)
         batch = x.shape[0]
         if batch % self.group_size:
@@ -130,7 +133,7 @@ class GroupedBatchNorm(nn.Module):
         axes = tuple(range(1, groups.ndim - 1))
         mean = jnp.mean(groups, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(groups - mean), axis=axes, keepdims=True)
-        y = ((groups - mean) * jax.lax.rsqrt(var + BN_EPSILON)).reshape(x.shape)
+        y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
         if not self.is_initializing():
             m = self.momentum
             ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=(0, *axes))

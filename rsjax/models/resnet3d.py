@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 
 from rsjax.models import layers
-from rsjax.models.batch_norm import BatchNorm
 from rsjax.models.layouts import resolve_stage_sizes
 from rsjax.models.resnet_rs import BASE_STAGE_FILTERS, scale_filters, stage_drop_rates
 
@@ -75,6 +74,15 @@ def temporal_kernels(pattern: str, stage_sizes: Sequence[int]) -> tuple[tuple[in
     )
 
 
+def conv3d(features: int, kernel: tuple, stride: tuple, *, dtype: Dtype, name: str) -> nn.Conv:
+    """A bias-free 3D conv [B, T, H, W, C] with TF "SAME" padding (Model Garden's Conv3D); the
+    kernel is [kt, kh, kw, C_in, features], Keras's layout."""
+    return nn.Conv(
+        features, kernel, stride, padding="SAME", use_bias=False,
+        kernel_init=layers.CONV_INIT, dtype=dtype, name=name,
+    )  # fmt: skip
+
+
 class SelfGating(nn.Module):
     """S3D-G feature gating: x * sigmoid(dense(mean over T, H, W of x)), per channel."""
 
@@ -111,17 +119,13 @@ class Bottleneck3D(nn.Module):
         out_features = 4 * self.filters
         strides = (self.temporal_stride, self.spatial_stride, self.spatial_stride)
 
-        def conv(features: int, kernel: tuple[int, int, int], stride: tuple, name: str) -> nn.Conv:
-            return nn.Conv(
-                features, kernel, stride, padding="SAME", use_bias=False,
-                kernel_init=layers.CONV_INIT, dtype=self.dtype, name=name,
-            )  # fmt: skip
+        def conv(features: int, kernel: tuple, stride: tuple, name: str) -> nn.Conv:
+            return conv3d(features, kernel, stride, dtype=self.dtype, name=name)
 
-        def bn(name: str, zero_init: bool = False) -> BatchNorm:
-            return BatchNorm(
-                use_running_average=not train, momentum=self.bn_momentum,
+        def bn(name: str, zero_init: bool = False) -> nn.Module:
+            return layers.batch_norm(
+                train, momentum=self.bn_momentum, zero_init=zero_init,
                 epsilon=self.bn_epsilon, dtype=self.dtype, name=name,
-                scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
             )  # fmt: skip
 
         if x.shape[-1] != out_features:
@@ -253,13 +257,6 @@ class ResNet3D(nn.Module):
             return self.stage_filters[stage]
         return scale_filters(BASE_STAGE_FILTERS * 2**stage, self.width_multiplier)
 
-    def temporal_downsampling(self) -> int:
-        """The product of every temporal stride between the clip and the last stage."""
-        product = self.stem_temporal_stride * self.stem_pool_temporal_stride
-        for stride in self.temporal_strides:
-            product *= stride
-        return product
-
     def check_clips(self, clips: jax.Array) -> None:
         """ValueError for clips that are not [B, T, H, W, C] or too small for the strides."""
         if clips.ndim != 5:
@@ -319,14 +316,11 @@ class ResNet3D(nn.Module):
             specs = [(32, (kt, 3, 3), (st, 2, 2)), (32, (1, 3, 3), (1, 1, 1)),
                      (64, (1, 3, 3), (1, 1, 1))]  # fmt: skip
         for i, (features, kernel, stride) in enumerate(specs, start=1):
-            x = nn.Conv(
-                scale_filters(features, self.width_multiplier), kernel, stride, padding="SAME",
-                use_bias=False, kernel_init=layers.CONV_INIT, dtype=self.dtype,
-                name=f"stem_conv{i}",
-            )(x)  # fmt: skip
-            x = BatchNorm(
-                use_running_average=not train, momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon, dtype=self.dtype, name=f"stem_bn{i}",
+            width = scale_filters(features, self.width_multiplier)
+            x = conv3d(width, kernel, stride, dtype=self.dtype, name=f"stem_conv{i}")(x)
+            x = layers.batch_norm(
+                train, momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype,
+                name=f"stem_bn{i}",
             )(x)  # fmt: skip
             x = nn.relu(x)
         return x

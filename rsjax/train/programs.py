@@ -103,10 +103,10 @@ class Program:
         R = `cotrain.ratio` x B."""
         shapes = {"images": ((global_batch, *self.image_shape), jnp.float32)}
         shapes["labels"] = ((global_batch,), jnp.int32)
-        pseudo = round(self.config.cotrain.ratio * global_batch)
+        pseudo = configs.pseudo_batch_size(self.config, global_batch)
         if eval:
             shapes["mask"] = ((global_batch,), jnp.float32)
-        elif self.config.cotrain.pseudo_labels:
+        elif pseudo:
             shapes["pseudo_images"] = ((pseudo, *self.image_shape), jnp.float32)
             shapes["pseudo_probabilities"] = ((pseudo, self.config.data.num_classes), jnp.float32)
         return {
