@@ -91,7 +91,8 @@ def _models(args: argparse.Namespace) -> int:
         print(zoo.format_rows(rows))
         print(
             "\nparams: trainable (BN statistics excluded); GFLOPs: 2 x multiply-adds per image "
-            "at `res`, padding taps included; Table7: the paper's values (Bello et al., 2021)."
+            "at `res` (video: per clip of frames x res), padding taps included; Table7: the "
+            "paper's values (Bello et al., 2021)."
         )
     return 0
 

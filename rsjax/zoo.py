@@ -1,5 +1,5 @@
 """The model zoo table: every preset's layout, parameters and FLOPs beside the paper's Table 7
-(its ResNet-RS and EfficientNet rows)."""
+(its ResNet-RS and EfficientNet rows); the video presets' FLOPs are per clip of their `frames`."""
 
 import dataclasses
 
@@ -19,6 +19,7 @@ class ZooRow:
     paper_params_m: float | None
     paper_flops_b: float | None
     xla_flops: float | None = None
+    frames: int = 0  # a video model's clip length: `flops` are per clip
 
     @property
     def flops_ratio(self) -> float | None:
@@ -69,6 +70,17 @@ def zoo_rows(
     for name, resolution in todo:
         model = create_model(name)
         variables = variables_cache.setdefault(name, abstract_variables(model))
+        frames = get_preset(name).frames
+        if frames:  # a video network: no Table 7 row, FLOPs per clip
+            flops = profiling.flops_per_clip(model, frames, resolution)
+            rows.append(
+                ZooRow(
+                    name, model.blocks_per_stage, resolution,
+                    profiling.count_params(model, variables=variables), flops, None, None,
+                    frames=frames,
+                )
+            )  # fmt: skip
+            continue
         paper = _paper_row(name, model, resolution, table7)
         rows.append(
             ZooRow(
@@ -92,7 +104,7 @@ def zoo_rows(
 def format_rows(rows: list[ZooRow]) -> str:
     """A fixed-width text table of `rows`."""
     header = (
-        f"{'model':<22} {'stages':<14} {'res':>4} {'params':>13} {'Table7':>6} "
+        f"{'model':<22} {'stages':<14} {'res':>7} {'params':>13} {'Table7':>6} "
         f"{'GFLOPs':>8} {'Table7':>6} {'ratio':>6}"
     )
     has_xla = any(r.xla_flops is not None for r in rows)
@@ -104,8 +116,9 @@ def format_rows(rows: list[ZooRow]) -> str:
         pp = f"{r.paper_params_m:g}M" if r.paper_params_m is not None else "-"
         pf = f"{r.paper_flops_b:g}" if r.paper_flops_b is not None else "-"
         ratio = f"{r.flops_ratio:.3f}" if r.flops_ratio is not None else "-"
+        res = f"{r.frames}x{r.resolution}" if r.frames else str(r.resolution)
         line = (
-            f"{r.name:<22} {stages:<14} {r.resolution:>4} {r.params:>13,} {pp:>6} "
+            f"{r.name:<22} {stages:<14} {res:>7} {r.params:>13,} {pp:>6} "
             f"{r.flops / 1e9:>8.2f} {pf:>6} {ratio:>6}"
         )
         if has_xla:

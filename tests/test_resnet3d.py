@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from rsjax import profiling
-from rsjax.models.resnet3d import ResNet3D, create_resnet3d, temporal_kernels
+from rsjax.models import create_model, get_preset, list_models
+from rsjax.models.resnet3d import ResNet3D, temporal_kernels
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "mg_tiny_resnet3d.npz"
 # Model Garden 2.20's trainable parameters of its two 50-layer backbones (no head), printed by
@@ -134,7 +135,7 @@ MG_FLOPS_32x224 = {"resnet3d50": 99_320_286_976, "resnet3d_rs50": 94_607_776_196
 @pytest.mark.parametrize("name", ["resnet3d50", "resnet3d_rs50"])
 def test_parameters_and_flops_equal_model_gardens(name):
     # Model Garden's RS preset has SE 0.2 where the paper (and `resnet3d_rs50`) has 0.25.
-    model = create_resnet3d(name, **({"se_ratio": 0.2} if name == "resnet3d_rs50" else {}))
+    model = create_model(name, **({"se_ratio": 0.2} if name == "resnet3d_rs50" else {}))
     clip = jax.ShapeDtypeStruct((1, 8, 64, 64, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), clip)
     head = variables["params"]["classifier"]
@@ -147,6 +148,8 @@ def test_parameters_and_flops_equal_model_gardens(name):
 
 
 def test_named_networks():
-    assert create_resnet3d("resnet3d_rs50", num_classes=10).num_classes == 10
-    with pytest.raises(ValueError, match="Unknown 3D model"):
-        create_resnet3d("resnet3d51")
+    assert create_model("resnet3d_rs50", num_classes=10).num_classes == 10
+    assert get_preset("resnet3d_rs50").frames == 32
+    assert list_models(family="resnet3d") == ["resnet3d50", "resnet3d_rs50"]
+    with pytest.raises(ValueError, match="Unknown model"):
+        create_model("resnet3d51")

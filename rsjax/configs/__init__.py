@@ -7,6 +7,7 @@ point: `rsjax train`, `rsjax profile`, sweep files, workers and launchers.
 from rsjax.configs.identity import (
     IDENTITY_KEYS,
     RESUMABLE_KEYS,
+    canonical,
     content_id,
     replicate_id,
     run_id,
@@ -25,6 +26,7 @@ from rsjax.configs.validation import (
     EFFICIENTNET_FIELDS,
     MODEL_FIELDS,
     build_model,
+    example_shape,
     pseudo_batch_size,
     validate,
 )
@@ -38,7 +40,9 @@ __all__ = [
     "RESUMABLE_KEYS",
     "apply_overrides",
     "build_model",
+    "canonical",
     "content_id",
+    "example_shape",
     "from_saved",
     "load",
     "load_file",

@@ -4,8 +4,9 @@ Durations: `num_epochs` (float) unless `num_train_steps` > 0. Learning rate peak
 `optim.base_learning_rate x global_batch_size / 256` after `optim.warmup_epochs`, then decays to 0
 with a cosine (`optim.schedule="exponential"`: x `optim.decay_rate` every `optim.decay_epochs`,
 counted from step 0, as EfficientNet). Weight decay is coupled L2 (gradient + wd * w) on everything
-but BatchNorm. `model.family` picks the network: "resnet_rs" (depth, stage_sizes, width) or
-"efficientnet" (width_multiplier and depth_multiplier scale B0; model.depth must be 0).
+but BatchNorm. `model.family` picks the network: "resnet_rs" (depth, stage_sizes, width),
+"efficientnet" (width_multiplier and depth_multiplier scale B0; model.depth must be 0) or
+"resnet3d" (video clips: depth, stage_sizes, width and `model.temporal`; `data.num_frames` > 0).
 """
 
 import ml_collections
@@ -21,7 +22,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.family = "resnet_rs"  # or "efficientnet" (rsjax.models.registry.FAMILIES)
+    c.model.family = "resnet_rs"  # "efficientnet", "resnet3d" (rsjax.models.registry.FAMILIES)
     c.model.depth = 50
     c.model.depth_multiplier = 1.0  # EfficientNet only: block repeats x this (B0 1.0 ... B7 3.1)
     c.model.stage_sizes = ()  # non-empty overrides the depth's layout
@@ -41,6 +42,20 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.bn_momentum = 0.9
     c.model.bn_group_size = 0  # 0: statistics over the global batch; N: per group of N examples
     c.model.dtype = "float32"  # or "bfloat16" (params and BN statistics stay float32)
+    # model.family="resnet3d" only (rsjax.models.ResNet3D; the other families keep these values):
+    # per-block temporal kernels ("rs", "baseline" or "none"), the stem's temporal kernel and
+    # stride, the stem max-pool's temporal stride, self-gating in every stage, and ResNet-D's
+    # average-pool shortcut (model.resnet_d picks the 3D ResNet-D stem).
+    c.model.temporal = ml_collections.ConfigDict(
+        {
+            "kernels": "rs",
+            "stem_kernel": 5,
+            "stem_stride": 2,
+            "pool_stride": 2,
+            "self_gating": True,
+            "resnet_d_shortcut": False,
+        }
+    )
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "imagenet2012"
@@ -66,6 +81,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.cutout_pad = 0  # cutout square of side 2 * cutout_pad px (not in the paper; 0: off)
     c.data.resize_method = "bicubic"
     c.data.eval_crop_fraction = 0.875
+    # Evaluation resolution (0: data.image_size); the paper's video protocol trains at 224 and
+    # evaluates at 256 (Appendix G).
+    c.data.eval_image_size = 0
+    # Video (a dataset with a "video" feature; rsjax/data/clips.py): clips of num_frames frames
+    # frame_stride apart (0 frames: an image dataset); the frames' shorter side resized to
+    # image_size x U[scale_range] before one random crop and flip per clip (scale jittering;
+    # (1, 1): none); evaluation averages the softmax of eval_clips x eval_crops views.
+    c.data.num_frames = 0
+    c.data.frame_stride = 1
+    c.data.scale_range = (1.0, 1.0)
+    c.data.eval_clips = 1
+    c.data.eval_crops = 1
     c.data.mean = IMAGENET_MEAN
     c.data.std = IMAGENET_STD
     c.data.shuffle_buffer = 16_384

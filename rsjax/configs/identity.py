@@ -60,6 +60,18 @@ ADDED_KEYS: Mapping[str, Any] = {
     "cotrain.hard": False,
     "cotrain.temperature": 1.0,
     "cotrain.label_smoothing": 0.0,
+    "data.eval_image_size": 0,
+    "data.num_frames": 0,
+    "data.frame_stride": 1,
+    "data.scale_range": (1.0, 1.0),
+    "data.eval_clips": 1,
+    "data.eval_crops": 1,
+    "model.temporal.kernels": "rs",
+    "model.temporal.stem_kernel": 5,
+    "model.temporal.stem_stride": 2,
+    "model.temporal.pool_stride": 2,
+    "model.temporal.self_gating": True,
+    "model.temporal.resnet_d_shortcut": False,
 }
 
 
@@ -107,6 +119,7 @@ def _id_without(config: ml_collections.ConfigDict | Mapping[str, Any], ignored) 
         {
             k: v
             for k, v in flat.items()
-            if k not in ignored and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+            if k not in ignored
+            and not (k in ADDED_KEYS and canonical(v) == canonical(ADDED_KEYS[k]))
         }
     )

@@ -1,6 +1,6 @@
 """The one config loader: `load(spec, overrides)` behind every entry point.
 
-`spec` is "NAME[:PRESET]" for a bundled config (`BUNDLED`: fashion_mnist, imagenet) or
+`spec` is "NAME[:PRESET]" for a bundled config (`BUNDLED`: fashion_mnist, imagenet, video) or
 "PATH.py[:PRESET]" for a config file; either way the file's `get_config(PRESET)` returns a locked
 `ml_collections.ConfigDict`. Overrides are dotted keys ("model.depth") set on it: typed values
 (sweeps, Python) or command-line text parsed by the type of the field they replace. Every problem
@@ -17,7 +17,7 @@ import ml_collections
 
 from rsjax.errors import UsageError, first_line
 
-BUNDLED = ("fashion_mnist", "imagenet")  # modules of rsjax/configs with get_config(preset)
+BUNDLED = ("fashion_mnist", "imagenet", "video")  # modules of rsjax/configs with get_config(preset)
 _PACKAGE_DIR = pathlib.Path(__file__).parent
 # Keys that say the same thing two ways, with their (falsy) "unset" values: overriding one
 # unsets the other (a depth override on a preset with explicit stage_sizes takes that depth's

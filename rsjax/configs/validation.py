@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from rsjax.errors import UsageError
-from rsjax.models import EfficientNet, ResNetRS, layouts
+from rsjax.models import EfficientNet, ResNet3D, ResNetRS, layouts, resnet3d
 from rsjax.models.registry import FAMILIES
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -50,6 +50,25 @@ RESNET_ONLY_DEFAULTS = {
     "remat": "none",
     "bn_group_size": 0,
 }
+# `config.model` keys a 3D ResNet does not have, with the values it must keep.
+NOT_3D_DEFAULTS = {
+    "depth_multiplier": 1.0,
+    "stem_downsample": "conv",
+    "stem_stride": 2,
+    "conv_impl": "auto",
+    "scan_blocks": False,
+    "remat": "none",
+    "bn_group_size": 0,
+}
+# `config.model.temporal`: 3D ResNet fields, at these values in the other families.
+TEMPORAL_DEFAULTS = {
+    "kernels": "rs",
+    "stem_kernel": 5,
+    "stem_stride": 2,
+    "pool_stride": 2,
+    "self_gating": True,
+    "resnet_d_shortcut": False,
+}
 OPTIMIZERS = ("sgd", "rmsprop")
 INIT_WEIGHTS = ("ema", "raw")  # of an rsjax run directory named by init_from.path
 SCHEDULES = ("cosine", "exponential")
@@ -63,26 +82,24 @@ _POSITIVE = (
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """The ResNetRS or EfficientNet a config describes (`model.family`; UsageError naming the
-    field for a bad one)."""
+    """The ResNetRS, EfficientNet or ResNet3D a config describes (`model.family`; UsageError
+    naming the field for a bad one)."""
     m = config.model
     if m.dtype not in DTYPES:
         raise UsageError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
     if m.family not in FAMILIES:
         raise UsageError(f"model.family must be one of {sorted(FAMILIES)}, got {m.family!r}")
+    if m.family == "resnet3d":
+        return _build_resnet3d(config)
+    for key, neutral in TEMPORAL_DEFAULTS.items():
+        if m.temporal[key] != neutral:
+            raise UsageError(
+                f"model.temporal.{key}={m.temporal[key]!r} is a 3D ResNet field; with "
+                f"model.family={m.family} leave it at {neutral!r}"
+            )
     if m.family == "efficientnet":
         return _build_efficientnet(config)
-    if m.depth_multiplier != 1.0:
-        raise UsageError(
-            f"model.depth_multiplier={m.depth_multiplier} is an EfficientNet field; a ResNet-RS "
-            "scales model.depth (or model.stage_sizes)"
-        )
-    if m.stage_sizes and m.depth:
-        raise UsageError(
-            f"model.depth={m.depth} conflicts with model.stage_sizes={tuple(m.stage_sizes)} (a "
-            f"{layouts.layer_count(m.stage_sizes)}-layer layout): set one, and model.depth=0 "
-            "for a custom layout"
-        )
+    _check_layout(m)
     try:
         return ResNetRS(
             depth=m.depth,
@@ -93,6 +110,104 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         )
     except (ValueError, TypeError) as e:
         raise UsageError(f"model: {e}") from None
+
+
+def _check_layout(m: ml_collections.ConfigDict) -> None:
+    """A ResNet's depth fields: no EfficientNet depth multiplier, not both depth and layout."""
+    if m.depth_multiplier != 1.0:
+        raise UsageError(
+            f"model.depth_multiplier={m.depth_multiplier} is an EfficientNet field; a ResNet "
+            "scales model.depth (or model.stage_sizes)"
+        )
+    if m.stage_sizes and m.depth:
+        raise UsageError(
+            f"model.depth={m.depth} conflicts with model.stage_sizes={tuple(m.stage_sizes)} (a "
+            f"{layouts.layer_count(m.stage_sizes)}-layer layout): set one, and model.depth=0 "
+            "for a custom layout"
+        )
+
+
+def _build_resnet3d(config: ml_collections.ConfigDict) -> ResNet3D:
+    m, t = config.model, config.model.temporal
+    _check_layout(m)
+    for key, neutral in NOT_3D_DEFAULTS.items():
+        if m[key] != neutral:
+            raise UsageError(
+                f"model.{key}={m[key]!r} is not a 3D ResNet field; with model.family=resnet3d "
+                f"set it to {neutral!r}"
+            )
+    try:
+        sizes = layouts.resolve_stage_sizes(m.depth, tuple(m.stage_sizes) or None)
+        return ResNet3D(
+            depth=m.depth,
+            stage_sizes=tuple(m.stage_sizes) or None,
+            temporal_kernel_sizes=resnet3d.temporal_kernels(t.kernels, sizes),
+            width_multiplier=m.width_multiplier,
+            num_classes=config.data.num_classes,
+            stem="resnet_d" if m.resnet_d else "vanilla",
+            stem_temporal_kernel=t.stem_kernel,
+            stem_temporal_stride=t.stem_stride,
+            stem_pool_temporal_stride=t.pool_stride,
+            self_gating=(bool(t.self_gating),) * len(sizes),
+            se_ratio=m.se_ratio,
+            dropout_rate=m.dropout_rate,
+            stochastic_depth_rate=m.stochastic_depth_rate,
+            resnet_d_shortcut=t.resnet_d_shortcut,
+            bn_momentum=m.bn_momentum,
+            dtype=DTYPES[m.dtype],
+        )
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"model: {e}") from None
+
+
+def example_shape(
+    config: ml_collections.ConfigDict, channels: int | None = None, *, eval: bool = False
+) -> tuple[int, ...]:
+    """The shape of one input example: an image [S, S, C] or a clip [T, S, S, C]; with `eval`,
+    at the evaluation resolution and, for clips, with the views [V, T, S, S, C]. `channels`
+    defaults to `data.channels`."""
+    data = config.data
+    size = (data.eval_image_size or data.image_size) if eval else data.image_size
+    shape = (size, size, channels or data.channels)
+    if data.num_frames <= 0:
+        return shape
+    views = (data.eval_clips * data.eval_crops,) if eval else ()
+    return (*views, data.num_frames, *shape)
+
+
+def _validate_clips(config: ml_collections.ConfigDict) -> None:
+    """The video keys of `data`, and that the family takes what the data gives (clips exactly
+    when model.family=resnet3d)."""
+    data = config.data
+    if data.eval_image_size < 0:
+        raise UsageError(f"data.eval_image_size must be >= 0, got {data.eval_image_size}")
+    if data.num_frames < 0:
+        raise UsageError(f"data.num_frames must be >= 0 (0: images), got {data.num_frames}")
+    video = config.model.family == "resnet3d"
+    if video and data.num_frames == 0:
+        raise UsageError("model.family=resnet3d takes clips: set data.num_frames > 0")
+    if not video and data.num_frames > 0:
+        raise UsageError(
+            f"data.num_frames={data.num_frames} gives clips, but model.family="
+            f"{config.model.family} takes images: use model.family=resnet3d, or data.num_frames=0"
+        )
+    if not video:
+        return
+    if data.frame_stride < 1:
+        raise UsageError(f"data.frame_stride must be >= 1, got {data.frame_stride}")
+    for key in ("eval_clips", "eval_crops"):
+        if data[key] < 1:
+            raise UsageError(f"data.{key} must be >= 1, got {data[key]}")
+    scale = tuple(data.scale_range)
+    if len(scale) != 2 or not 1.0 <= scale[0] <= scale[1]:
+        raise UsageError(f"data.scale_range must be (low, high) with 1 <= low <= high, got {scale}")
+    if (data.randaugment_magnitude > 0 and data.randaugment_layers > 0) or data.cutout_pad > 0:
+        raise UsageError(
+            "RandAugment and cutout are image augmentations; clips use scale jittering "
+            "(data.scale_range): set data.randaugment_magnitude=0 and data.cutout_pad=0"
+        )
+    if config.cotrain.pseudo_labels:
+        raise UsageError("co-training (cotrain.pseudo_labels) takes images, not clips")
 
 
 def _build_efficientnet(config: ml_collections.ConfigDict) -> EfficientNet:
@@ -164,6 +279,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _validate_mesh(config)
     _validate_init_from(config.init_from)
     _validate_cotrain(config)
+    _validate_clips(config)
     model = build_model(config)
     if data.image_size < model.min_image_size():
         raise UsageError(

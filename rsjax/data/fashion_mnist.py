@@ -4,6 +4,10 @@ The four IDX files of `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnis
 offline as the builder's manual directory, so Fashion-MNIST flows through exactly the same tfds ->
 tf.data code as ImageNet. The prepared dataset (28x28x1 uint8 images, 10 classes, 60,000 train /
 10,000 test) is written once under the tfds data dir as `fashion_mnist_debian`.
+
+Derived datasets from the same files: `fashion_mnist_transfer/classes_0to4` (and `_5to9`), class
+halves for transfer learning; `fashion_mnist_motion`, clips of a garment moving up or down, for
+the video models (`FashionMnistMotion`).
 """
 
 import gzip
@@ -155,19 +159,122 @@ def transfer_indices(labels: np.ndarray, kept: tuple[int, ...]) -> dict[str, np.
     }
 
 
+# The motion clips (`FashionMnistMotion`): frames, canvas side, garment side after the 2x
+# average-pool, and the garment's centre offset range (px, about the canvas centre).
+MOTION_FRAMES = 16
+MOTION_CANVAS = 32
+MOTION_GARMENT = 14
+MOTION_CENTRE_RANGE = 3
+MOTION_DIRECTIONS = ("down", "up")
+MOTION_SPLITS = {"train": ("train", 10_000), "test": ("test", 2_000)}  # split -> (file, first n)
+
+
+def motion_video(
+    image: np.ndarray, direction: int, centre: int, column: int, frames: int = MOTION_FRAMES
+) -> np.ndarray:
+    """One clip of the motion dataset: [frames, 32, 32, 1] uint8.
+
+    `image` [28, 28, 1] uint8 is average-pooled 2x to 14x14 and pasted on a black 32x32 canvas
+    with its left edge at `column` (0..18). Moving down (direction 0), its top edge is at
+    y_t = 9 + centre + t - frames // 2 in frame t (`centre` in -3..3; rows that leave the canvas
+    are cut); moving up (direction 1) the same frames play in reverse order. So a clip's frames
+    taken as a set (in any order) cannot tell the two directions apart: only their order can.
+    """
+    g = MOTION_GARMENT
+    pooled = image[: 2 * g, : 2 * g, 0].reshape(g, 2, g, 2).astype(np.float32).mean(axis=(1, 3))
+    garment = np.round(pooled).astype(np.uint8)
+    top = (MOTION_CANVAS - g) // 2 + centre
+    video = np.zeros((frames, MOTION_CANVAS, MOTION_CANVAS, 1), np.uint8)
+    for t in range(frames):
+        rows = np.arange(g) + top + t - frames // 2
+        keep = (rows >= 0) & (rows < MOTION_CANVAS)
+        video[t, rows[keep], column : column + g, 0] = garment[keep]
+    return video if direction == 0 else video[::-1].copy()
+
+
+def motion_label(garment_class: int, direction: int) -> int:
+    """The motion dataset's label: 2 x garment class + direction (0 down, 1 up), 20 classes."""
+    return 2 * garment_class + direction
+
+
+class FashionMnistMotion(tfds.core.GeneratorBasedBuilder):
+    """Fashion-MNIST garments moving up or down (`motion_video`): a mechanism test of a video
+    model's temporal path, not a stand-in for Kinetics.
+
+    Each clip is 16 frames of 32x32x1 uint8 (`tfds.features.Video`); its label (20 classes) is
+    2 x the garment's class + the direction, so half of the label (the class) can be read from any
+    one frame and the other half (the direction) only from the frames' order. Splits: `train`
+    from the first 10,000 training images, `test` from the first 2,000 test images. The direction,
+    centre offset (-3..3 px) and column (0..18) of example i of a split are drawn from
+    numpy's default_rng((split number, i)): the dataset is the same on every machine.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Up/down motion clips of dataset-fashion-mnist garments."}  # noqa: RUF012
+    MANUAL_DOWNLOAD_INSTRUCTIONS = FashionMnistDebian.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        shape = (MOTION_FRAMES, MOTION_CANVAS, MOTION_CANVAS, 1)
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "video": tfds.features.Video(shape=shape),
+                    "label": tfds.features.ClassLabel(
+                        names=[f"{c} {d}" for c in CLASS_NAMES for d in MOTION_DIRECTIONS]
+                    ),
+                }
+            ),
+            supervised_keys=("video", "label"),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        directory = check_files(dl_manager.manual_dir)
+        return {
+            split: self._generate_examples(directory, number, *MOTION_SPLITS[split])
+            for number, split in enumerate(MOTION_SPLITS)
+        }
+
+    def _generate_examples(self, directory: pathlib.Path, number: int, source: str, count: int):
+        image_file, label_file = FILES[source]
+        images = read_idx(directory / image_file)[:count, ..., None]
+        labels = read_idx(directory / label_file)[:count]
+        free = MOTION_CANVAS - MOTION_GARMENT
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            rng = np.random.default_rng((number, index))
+            direction = int(rng.integers(2))
+            centre = int(rng.integers(-MOTION_CENTRE_RANGE, MOTION_CENTRE_RANGE + 1))
+            column = int(rng.integers(free + 1))
+            yield (
+                index,
+                {
+                    "video": motion_video(image, direction, centre, column),
+                    "label": motion_label(int(label), direction),
+                },
+            )
+
+
+MOTION_NAME = "fashion_mnist_motion"
+
+
 def builder_for(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    """`fashion_mnist` (all 10 classes) or `fashion_mnist_transfer/<config>` (ValueError else)."""
+    """`fashion_mnist` (all 10 classes), `fashion_mnist_transfer/<config>` or
+    `fashion_mnist_motion` (ValueError else)."""
     if name == "fashion_mnist":
         return FashionMnistDebian(data_dir=data_dir)
+    if name == MOTION_NAME:
+        return FashionMnistMotion(data_dir=data_dir)
     family, _, config = name.partition("/")
     if family != "fashion_mnist_transfer" or config not in TRANSFER_CLASSES:
         known = ", ".join(f"fashion_mnist_transfer/{c}" for c in TRANSFER_CLASSES)
-        raise ValueError(f"Unknown dataset {name!r}; the Debian ones: fashion_mnist, {known}")
+        raise ValueError(
+            f"Unknown dataset {name!r}; the Debian ones: fashion_mnist, {known}, {MOTION_NAME}"
+        )
     return FashionMnistTransfer(config=config, data_dir=data_dir)
 
 
 def is_debian_dataset(name: str) -> bool:
-    return name == "fashion_mnist" or name.startswith("fashion_mnist_transfer/")
+    return name in ("fashion_mnist", MOTION_NAME) or name.startswith("fashion_mnist_transfer/")
 
 
 def prepare(

@@ -14,10 +14,15 @@ shards' batches in shard order. Each process reads its own S / P consecutive sha
 their concatenation as its host-local batch, so with a fixed S the global batches (and the run)
 do not depend on the number of processes P. `rsjax.train.sharding` turns host batches into
 global `jax.Array`s; eval splits are read per process (`tfds.split_for_jax_process`).
+
+Video datasets (a "video" feature [L, H, W, C] instead of "image") take the same path with
+`data.num_frames` > 0: each example becomes one clip (`rsjax.data.clips.train_clip`) in
+training, and `data.eval_clips` x `data.eval_crops` views (`clips.eval_views`) in evaluation.
 """
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -30,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from rsjax.data import augment, fashion_mnist
+from rsjax.data import augment, clips, fashion_mnist
 
 # TF only feeds the host: keep it off accelerators so JAX owns them.
 for _kind in ("GPU", "TPU"):
@@ -58,6 +63,16 @@ def get_builder(
         return tfds.builder(data.name, data_dir=data.data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise ValueError(f"Unknown dataset {data.name!r}: {e}") from None
+
+
+def media_key(builder: tfds.core.DatasetBuilder) -> str:
+    """The feature a dataset's examples carry: "video" ([L, H, W, C] frames) or "image"."""
+    return "video" if "video" in builder.info.features else "image"
+
+
+def media_shape(builder: tfds.core.DatasetBuilder) -> tuple:
+    """Shape of one stored example's image [H, W, C] or video [L, H, W, C] (None: varies)."""
+    return tuple(builder.info.features[media_key(builder)].shape)
 
 
 def _options(data: ml_collections.ConfigDict) -> tf.data.Options:
@@ -125,7 +140,8 @@ def train_batches(
     builder: tfds.core.DatasetBuilder, data: ml_collections.ConfigDict, **where: Any
 ) -> Iterator[Batch]:
     """The host batches of `train_dataset(builder, data, **where)` as numpy, prefetched:
-    {"images": [b, S, S, C] float32, "labels": [b] int32}, b = `local_batch`."""
+    {"images": [b, S, S, C] (clips: [b, T, S, S, C]) float32, "labels": [b] int32},
+    b = `local_batch`."""
     return as_host_batches(train_dataset(builder, data, **where), data)
 
 
@@ -224,13 +240,16 @@ def _shard_batches(
         augment_seed = epoch_seed(seed, epoch, 3)
         return ds.map(lambda position, record: (augment_seed, position, record))
 
-    preprocess = train_preprocess_args(data)
+    if data.num_frames > 0:
+        preprocess = functools.partial(clips.train_clip, **clip_preprocess_args(data))
+    else:
+        preprocess = functools.partial(augment.train_preprocess, **train_preprocess_args(data))
 
     def preprocess_example(augment_seed: tf.Tensor, position: tf.Tensor, record: Any) -> Batch:
         example = source.parse(record)
         # Distinct per shard: the same position in two shards is two different random draws.
         example_seed = tf.stack([augment_seed, position * shards + shard])
-        image = augment.train_preprocess(example["image"], example_seed, **preprocess)
+        image = preprocess(example[source.key], example_seed)
         return {"images": image, "labels": tf.cast(example["label"], tf.int32)}
 
     ds = epochs.flat_map(epoch_records)
@@ -251,6 +270,25 @@ def train_preprocess_args(data: ml_collections.ConfigDict) -> dict[str, Any]:
         std=tuple(data.std),
         cutout_pad=int(data.cutout_pad),
     )
+
+
+def clip_preprocess_args(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Keyword arguments of `clips.train_clip` from the data config."""
+    return dict(
+        frames=data.num_frames,
+        stride=data.frame_stride,
+        size=data.image_size,
+        scale_range=tuple(float(s) for s in data.scale_range),
+        flip=data.flip,
+        resize_method=data.resize_method,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+
+
+def eval_size(data: ml_collections.ConfigDict) -> int:
+    """The evaluation resolution: `data.eval_image_size`, or the training one when 0."""
+    return data.eval_image_size or data.image_size
 
 
 def epoch_seed(seed: int, epoch: tf.Tensor, purpose: int) -> tf.Tensor:
@@ -277,12 +315,15 @@ class _RecordSource:
     and stream indices into it instead of records; the file order, the shuffle and therefore the
     batches are the same as without it (the epoch's records are the same examples in the same
     order), only the per-epoch decoding is gone. For splits that fit in memory.
+
+    `key`: the examples' image or video feature (`media_key`).
     """
 
     def __init__(
         self, builder: tfds.core.DatasetBuilder, split: Any, decoded_cache: bool = False
     ) -> None:
         self.features = builder.info.features
+        self.key = media_key(builder)
         try:
             instructions = builder.info.splits[split].file_instructions
         except KeyError:  # no split metadata (a mocked dataset)
@@ -312,24 +353,25 @@ class _RecordSource:
             self.examples = builder.as_dataset(
                 split=split,
                 shuffle_files=False,
-                decoders={"image": tfds.decode.SkipDecoding()},
+                decoders={self.key: tfds.decode.SkipDecoding()},
             )
         if decoded_cache:
             self.cache = {k: tf.constant(v) for k, v in self.decode_all().items()}
 
     def decode_all(self) -> dict[str, np.ndarray]:
-        """{"image": [N, H, W, C] uint8, "label": [N]}: the split decoded in stored order (file
-        after file), which the indices of `records` refer to. ValueError for images of no one
-        shape."""
-        shape = self.features["image"].shape
+        """{key: [N, H, W, C] (video: [N, L, H, W, C]) uint8, "label": [N]}: the split decoded
+        in stored order (file after file), which the indices of `records` refer to. ValueError
+        for examples of no one shape."""
+        shape = self.features[self.key].shape
         if None in shape:
             raise ValueError(
-                f"data.decoded_cache needs images of one shape; these are {shape} (turn it off)."
+                f"data.decoded_cache needs {self.key}s of one shape; these are {shape} (turn it "
+                "off)."
             )
         stored = self.examples if self.files is None else self.files.flat_map(_read_records)
         ds = stored.map(self._parse_stored, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
         parts = list(tfds.as_numpy(ds))
-        return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+        return {k: np.concatenate([p[k] for p in parts]) for k in (self.key, "label")}
 
     def records(self, file_seed: tf.Tensor) -> tf.data.Dataset:
         """The epoch's elements, files in a seeded order: serialized records, `as_dataset`
@@ -351,7 +393,8 @@ class _RecordSource:
         )
 
     def parse(self, record: Any) -> dict[str, tf.Tensor]:
-        """{"image": uint8 [H, W, C], "label": int} from an element of `records`."""
+        """{key: uint8 [H, W, C] (video [L, H, W, C]), "label": int} from an element of
+        `records`."""
         if self.cache is not None:
             return {k: tf.gather(v, record) for k, v in self.cache.items()}
         return self._parse_stored(record)
@@ -360,7 +403,7 @@ class _RecordSource:
         if self.files is not None:
             return self.features.deserialize_example(record)
         return {
-            "image": self.features["image"].decode_example(record["image"]),
+            self.key: self.features[self.key].decode_example(record[self.key]),
             "label": record["label"],
         }
 
@@ -390,7 +433,8 @@ def eval_batches(
     split: str | None = None,
 ) -> Iterator[Batch]:
     """One pass over `split` (default: the eval split) with eval preprocessing: {"images",
-    "labels", "mask"} host batches of fixed size.
+    "labels", "mask"} host batches of fixed size; "images" [b, S, S, C] float32, or for clips
+    [b, V, T, S, S, C] (V = `data.eval_clips` x `data.eval_crops` views), S = `eval_size`.
 
     The last batch is padded (mask 0), and every process yields the same number of batches.
     """
@@ -400,13 +444,25 @@ def eval_batches(
         examples = 0  # a sliced split's size comes from the metadata ("train[:6000]")
     largest_share = math.ceil(split_size(builder, split, examples) / process_count)
     num_batches = math.ceil(largest_share / local_batch)
-    preprocess = dict(
-        size=data.image_size,
-        crop_fraction=data.eval_crop_fraction,
-        resize_method=data.resize_method,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-    )
+    key = media_key(builder)
+    common = dict(resize_method=data.resize_method, mean=tuple(data.mean), std=tuple(data.std))
+    if data.num_frames > 0:
+        preprocess = functools.partial(
+            clips.eval_views,
+            frames=data.num_frames,
+            stride=data.frame_stride,
+            size=eval_size(data),
+            clips=data.eval_clips,
+            crops=data.eval_crops,
+            **common,
+        )
+    else:
+        preprocess = functools.partial(
+            augment.eval_preprocess,
+            size=eval_size(data),
+            crop_fraction=data.eval_crop_fraction,
+            **common,
+        )
     ds = builder.as_dataset(
         split=process_split(split, process_index, process_count, drop_remainder=False),
         shuffle_files=False,
@@ -415,7 +471,7 @@ def eval_batches(
     ds = (
         ds.map(
             lambda ex: {
-                "images": augment.eval_preprocess(ex["image"], **preprocess),
+                "images": preprocess(ex[key]),
                 "labels": tf.cast(ex["label"], tf.int32),
             },
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -423,9 +479,11 @@ def eval_batches(
         .batch(local_batch)
         .prefetch(2)
     )
-    channels = builder.info.features["image"].shape[-1]
+    channels = media_shape(builder)[-1]
+    size = eval_size(data)
+    views = (data.eval_clips * data.eval_crops, data.num_frames) if data.num_frames > 0 else ()
     empty = {
-        "images": np.zeros((local_batch, data.image_size, data.image_size, channels), np.float32),
+        "images": np.zeros((local_batch, *views, size, size, channels), np.float32),
         "labels": np.zeros((local_batch,), np.int32),
         "mask": np.zeros((local_batch,), np.float32),
     }

@@ -5,7 +5,7 @@ from rsjax.models.convert import from_timm_state_dict
 from rsjax.models.efficientnet import EfficientNet
 from rsjax.models.layouts import BLOCK_LAYOUTS, resolve_stage_sizes
 from rsjax.models.registry import PRESETS, Preset, create_model, get_preset, list_models
-from rsjax.models.resnet3d import ResNet3D, create_resnet3d, temporal_kernels
+from rsjax.models.resnet3d import ResNet3D, temporal_kernels
 from rsjax.models.resnet_rs import ResNetRS, abstract_variables, stage_drop_rates
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "ResNetRS",
     "abstract_variables",
     "create_model",
-    "create_resnet3d",
     "from_timm_state_dict",
     "get_preset",
     "list_models",

@@ -13,6 +13,9 @@ print FLOPs at the preset's resolution.
 EfficientNet presets `efficientnet_b0` ... `efficientnet_b7` (the paper's comparison family) carry
 tensorflow/tpu's (width, depth, resolution, dropout) and the eval preprocessing their weights
 expect: a central crop of r / (r + 32) and bicubic resizing.
+
+Video presets `resnet3d50` and `resnet3d_rs50` (`rsjax.models.resnet3d.NAMED`, Table 6's first and
+last networks) take clips of `frames` (32) frames at 224 px (Appendix G).
 """
 
 import dataclasses
@@ -21,9 +24,10 @@ from typing import Any
 import flax.linen as nn
 
 from rsjax import paper_tables
-from rsjax.models import efficientnet
+from rsjax.models import efficientnet, resnet3d
 from rsjax.models.efficientnet import EfficientNet
 from rsjax.models.layouts import BLOCK_LAYOUTS
+from rsjax.models.resnet3d import ResNet3D
 from rsjax.models.resnet_rs import ResNetRS
 
 SCALING_WIDTHS = (0.25, 0.5, 1.0, 1.5, 2.0)  # Section 6 / Figure 2.
@@ -31,7 +35,8 @@ SCALING_WIDTHS = (0.25, 0.5, 1.0, 1.5, 2.0)  # Section 6 / Figure 2.
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named model: constructor arguments plus the resolution it is trained at."""
+    """A named model: constructor arguments plus the resolution (and, for video, the clip
+    length) it is trained at."""
 
     name: str
     kwargs: dict[str, Any]
@@ -40,9 +45,14 @@ class Preset:
     family: str = "resnet_rs"  # a key of FAMILIES
     eval_crop_fraction: float | None = None  # what its weights expect (None: the config's)
     resize_method: str | None = None
+    frames: int = 0  # a video model's clip length (0: an image model)
 
 
-FAMILIES: dict[str, type[nn.Module]] = {"resnet_rs": ResNetRS, "efficientnet": EfficientNet}
+FAMILIES: dict[str, type[nn.Module]] = {
+    "resnet_rs": ResNetRS,
+    "efficientnet": EfficientNet,
+    "resnet3d": ResNet3D,
+}
 
 
 def _table8_defaults() -> dict[int, tuple[int, float, float]]:
@@ -108,6 +118,15 @@ def _build_registry() -> dict[str, Preset]:
             eval_crop_fraction=resolution / (resolution + 32),
             resize_method="bicubic",
         )
+    for name, kwargs in resnet3d.NAMED.items():
+        registry[name] = Preset(
+            name,
+            kwargs,
+            224,
+            f"3D {'ResNet-RS' if 'rs' in name else 'ResNet'}-50 for video (Table 6, Appendix G)",
+            family="resnet3d",
+            frames=32,
+        )
     return registry
 
 
@@ -115,8 +134,8 @@ PRESETS: dict[str, Preset] = _build_registry()
 
 
 def list_models(include_widths: bool = True, family: str | None = None) -> list[str]:
-    """Names of the registered presets (ResNet-RS by depth then width, then EfficientNet), of
-    one `family` when given."""
+    """Names of the registered presets (ResNet-RS by depth then width, EfficientNet, then the
+    video networks), of one `family` when given."""
     return [
         name
         for name, preset in PRESETS.items()
@@ -135,7 +154,7 @@ def get_preset(name: str) -> Preset:
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Builds the preset `name` (a `ResNetRS` or an `EfficientNet`), with any field of its
-    module overridden (e.g. num_classes=10)."""
+    """Builds the preset `name` (a `ResNetRS`, an `EfficientNet` or a `ResNet3D`), with any
+    field of its module overridden (e.g. num_classes=10)."""
     preset = get_preset(name)
     return FAMILIES[preset.family](**{**preset.kwargs, **overrides})

@@ -28,7 +28,7 @@ Clips are `[B, T, H, W, C]` float32, normalised like images.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -200,6 +200,7 @@ class ResNet3D(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     dtype: Dtype = jnp.float32
+    input_rank: ClassVar[int] = 5  # clips [B, T, H, W, C]
 
     def __post_init__(self) -> None:
         self._validate()
@@ -257,11 +258,19 @@ class ResNet3D(nn.Module):
             return self.stage_filters[stage]
         return scale_filters(BASE_STAGE_FILTERS * 2**stage, self.width_multiplier)
 
+    def num_downsamplings(self) -> int:
+        """Spatial stride-2 layers between the frames and the last stage (5)."""
+        return 5
+
+    def min_image_size(self) -> int:
+        """Smallest frame side for which every stride-2 layer still sees at least 2 pixels."""
+        return 2 ** (self.num_downsamplings() - 1) + 1
+
     def check_clips(self, clips: jax.Array) -> None:
         """ValueError for clips that are not [B, T, H, W, C] or too small for the strides."""
         if clips.ndim != 5:
             raise ValueError(f"clips must have rank 5 [B, T, H, W, C], got {tuple(clips.shape)}")
-        if min(clips.shape[2:4]) < 17:
+        if min(clips.shape[2:4]) < self.min_image_size():
             raise ValueError(
                 f"frames of {clips.shape[2]}x{clips.shape[3]} are too small: the network's five "
                 "spatial stride-2 layers need at least 17x17 pixels"
@@ -327,7 +336,8 @@ class ResNet3D(nn.Module):
 
 
 # The paper's two 50-layer video networks (Table 6's first and last rows), as Model Garden
-# builds them, with the paper's SE ratio and stochastic depth in the RS one (docs/video.md).
+# builds them, with the paper's SE ratio and stochastic depth in the RS one (docs/video.md);
+# registered as presets (`rsjax.models.create_model("resnet3d_rs50")`).
 NAMED: dict[str, dict[str, Any]] = {
     "resnet3d50": dict(
         depth=50, temporal_kernel_sizes=temporal_kernels("baseline", (3, 4, 6, 3)),
@@ -339,11 +349,3 @@ NAMED: dict[str, dict[str, Any]] = {
         stochastic_depth_rate=0.1,
     ),
 }  # fmt: skip
-
-
-def create_resnet3d(name: str, **overrides: Any) -> ResNet3D:
-    """The named network of `NAMED` with fields overridden (e.g. num_classes=10); ValueError for
-    an unknown name."""
-    if name not in NAMED:
-        raise ValueError(f"Unknown 3D model {name!r}; known: {', '.join(NAMED)}")
-    return ResNet3D(**{**NAMED[name], **overrides})

@@ -366,8 +366,10 @@ class ResNetRS(nn.Module):
 def abstract_variables(model: nn.Module, channels: int = 3) -> Any:
     """Shapes and dtypes of `model`'s variables as ShapeDtypeStructs (nothing is allocated).
 
-    ResNet-RS variables do not depend on the image size, so the smallest valid one is traced.
+    ResNet-RS variables do not depend on the image size, so the smallest valid one is traced
+    (and for a video model, whose `input_rank` is 5, a one-frame clip: nor on the clip length).
     """
     size = model.min_image_size() if hasattr(model, "min_image_size") else 32
-    images = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+    frames = (1,) * (getattr(model, "input_rank", 4) - 4)
+    images = jax.ShapeDtypeStruct((1, *frames, size, size, channels), jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)

@@ -25,7 +25,7 @@ from absl import logging
 from etils import epath
 from flax.traverse_util import flatten_dict
 
-from rsjax.configs import RESUMABLE_KEYS, with_added_keys
+from rsjax.configs import RESUMABLE_KEYS, canonical, with_added_keys
 from rsjax.errors import UsageError, first_line
 from rsjax.fileio import atomic_write_text
 
@@ -166,7 +166,7 @@ def check_or_write_config(workdir: epath.Path, config: ml_collections.ConfigDict
         differing = sorted(
             k
             for k in set(saved) | set(new)
-            if saved.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+            if canonical(saved.get(k)) != canonical(new.get(k)) and k not in RESUMABLE_KEYS
         )
         if differing:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in differing[:8])

@@ -55,7 +55,7 @@ def measure_step(
     or as CompiledPeakTooLarge when the compiled peak exceeds `device_memory_bytes()`.
     """
     config = with_batch(config, global_batch)
-    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+    image_shape = configs.example_shape(config)
     program = programs.build(config, mesh, image_shape)
     rng = np.random.default_rng(jax.process_index())
     local_batch = global_batch // jax.process_count()  # each process feeds its share

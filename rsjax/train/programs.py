@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from rsjax import configs
 from rsjax.configs import build_model
-from rsjax.models import EfficientNet
+from rsjax.models import EfficientNet, ResNet3D
 from rsjax.train import compilation, optim, sharding
 from rsjax.train.state import TrainState, create_train_state
 from rsjax.train.step import Cotraining, eval_step, train_step
@@ -65,16 +65,18 @@ class Program:
     """A config's compiled-on-call train program on a mesh.
 
     init(key) -> TrainState, placed on `state_shardings` (compiled cheaply, called once).
-    train_step(state, batch, schedule) -> (state, metrics): batch {"images": [B, H, W, C]
+    train_step(state, batch, schedule) -> (state, metrics): batch {"images": [B, *image_shape]
       float32, "labels": [B] int32} on `batch_sharding`, schedule from `schedule()`; the state
       is donated. Metrics: loss, top1, learning_rate, grad_norm (replicated scalars).
-    eval_step(state, batch) -> sums over a padded batch (with "mask" [B]) for raw and EMA weights.
+    eval_step(state, batch) -> sums over a padded batch ({"images": [B, *eval_shape], "mask"
+      [B]}) for raw and EMA weights; clips come as views [B, V, T, H, W, C], averaged.
     """
 
     config: ml_collections.ConfigDict
-    model: nn.Module  # a ResNetRS or an EfficientNet
+    model: nn.Module  # a ResNetRS, an EfficientNet or a ResNet3D
     mesh: Mesh
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]  # of one train example: [H, W, C], or a clip's [T, H, W, C]
+    eval_shape: tuple[int, ...]  # of one eval example: [H', W', C], or views [V, T, H', W', C]
     abstract_state: TrainState
     state_shardings: Any
     batch_sharding: NamedSharding
@@ -97,11 +99,12 @@ class Program:
         return jax.device_put(schedule, self.replicated)
 
     def abstract_batch(self, global_batch: int, *, eval: bool = False) -> dict:
-        """ShapeDtypeStructs of a global batch on `batch_sharding`: {"images": [B, H, W, C]
-        float32, "labels": [B] int32}; with `eval`, "mask": [B] float32; else, when the config
-        co-trains, "pseudo_images" [R, H, W, C] and "pseudo_probabilities" [R, K] float32,
-        R = `cotrain.ratio` x B."""
-        shapes = {"images": ((global_batch, *self.image_shape), jnp.float32)}
+        """ShapeDtypeStructs of a global batch on `batch_sharding`: {"images": [B, *image_shape]
+        float32, "labels": [B] int32}; with `eval`, images [B, *eval_shape] and "mask": [B]
+        float32; else, when the config co-trains, "pseudo_images" [R, H, W, C] and
+        "pseudo_probabilities" [R, K] float32, R = `cotrain.ratio` x B."""
+        example = self.eval_shape if eval else self.image_shape
+        shapes = {"images": ((global_batch, *example), jnp.float32)}
         shapes["labels"] = ((global_batch,), jnp.int32)
         pseudo = configs.pseudo_batch_size(self.config, global_batch)
         if eval:
@@ -137,11 +140,10 @@ class Program:
         )
 
 
-def build(
-    config: ml_collections.ConfigDict, mesh: Mesh, image_shape: tuple[int, int, int]
-) -> Program:
+def build(config: ml_collections.ConfigDict, mesh: Mesh, image_shape: tuple[int, ...]) -> Program:
     """The train program of a validated `config` (see `rsjax.configs.validate`) on `mesh`, for
-    images of `image_shape` (H, W, C). Nothing compiles until a step is first called."""
+    images of `image_shape` (H, W, C), or clips (T, H, W, C) (`configs.example_shape`). Nothing
+    compiles until a step is first called."""
     model = build_model(config)
     layout = config.state_layout
     # The schedule is an argument of the step; the optimiser is a function of it, built once.
@@ -186,6 +188,7 @@ def build(
         model=model,
         mesh=mesh,
         image_shape=tuple(image_shape),
+        eval_shape=configs.example_shape(config, image_shape[-1], eval=True),
         abstract_state=abstract_state,
         state_shardings=state_shardings,
         batch_sharding=batch_sh,
@@ -198,7 +201,7 @@ def build(
             donate_argnums=0,
         ),
         eval_step=jax.jit(
-            functools.partial(eval_step, model=model),
+            functools.partial(eval_step, model=model, views=config.data.num_frames > 0),
             in_shardings=(state_shardings, batch_sh),
             out_shardings=repl,
             compiler_options=compilation.forward_compiler_options(),
@@ -219,6 +222,8 @@ def model_config(
     model they built (`build(model_config(m, ...), mesh, shape).model == m`). `overrides` are
     further dotted keys."""
     dtypes = {v: k for k, v in configs.DTYPES.items()}
+    if isinstance(model, ResNet3D):
+        raise ValueError("a video network's program comes from its config (model.temporal)")
     if isinstance(model, EfficientNet):
         fields = {
             "family": "efficientnet",

@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
@@ -29,6 +30,7 @@ from rsjax import configs
 from rsjax.errors import UsageError
 from rsjax.fileio import atomic_write_text
 from rsjax.train import init_from
+from rsjax.train.step import view_log_probabilities
 
 ARRAYS_FILE = "pseudo_labels.npz"
 INFO_FILE = "pseudo_labels.json"
@@ -96,7 +98,8 @@ def label_split(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities [N, K], labels [N] or None): the teacher's EMA weights on every image of
     `split` of `data` (default: the teacher's own dataset), with the teacher's eval
-    preprocessing. UsageError if the dataset's class count is not the teacher's."""
+    preprocessing (a video teacher's: the mean softmax of each clip's views). UsageError if the
+    dataset's class count is not the teacher's."""
     from rsjax.data import input_pipeline
 
     config = teacher_config(teacher)
@@ -110,7 +113,10 @@ def label_split(
         )
     model = configs.build_model(config)
     variables = init_from.run_variables(epath.Path(teacher), 0, "ema")
-    apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)))
+    if data.num_frames > 0:  # clips: the mean softmax of each video's views
+        apply = jax.jit(lambda v, x: jnp.exp(view_log_probabilities(model, v, x)))
+    else:
+        apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)))
     probabilities, labels = [], []
     for i, batch in enumerate(
         input_pipeline.eval_batches(builder, data, local_batch=batch_size, split=split)

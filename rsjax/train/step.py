@@ -73,7 +73,8 @@ def train_step(
     ema_warmup: bool,
     cotraining: Cotraining | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One SGD step on batch {"images": [B, H, W, C], "labels": [B]}; returns (state, metrics).
+    """One SGD step on batch {"images": [B, H, W, C] (or clips [B, T, H, W, C]), "labels": [B]};
+    returns (state, metrics).
 
     Co-training (`cotraining` set and the batch also holds "pseudo_images" [R, H, W, C] and
     "pseudo_probabilities" [R, K]): one forward pass over the B + R images (BatchNorm statistics
@@ -158,15 +159,33 @@ def _classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) 
     }
 
 
-def eval_step(state: TrainState, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
+def view_log_probabilities(model: nn.Module, variables: Any, views: jax.Array) -> jax.Array:
+    """Multi-view evaluation: log of the mean over the views of the softmax, [B, K], for
+    `views` [B, V, ...] (V views of each example, e.g. clips x crops of a video)."""
+    batch, count = views.shape[:2]
+    logits = model.apply(variables, views.reshape(batch * count, *views.shape[2:]), train=False)
+    probabilities = jax.nn.softmax(logits.reshape(batch, count, -1), axis=-1)
+    return jnp.log(jnp.mean(probabilities, axis=1))
+
+
+def eval_step(
+    state: TrainState, batch: Batch, *, model: nn.Module, views: bool = False
+) -> dict[str, jax.Array]:
     """Sums over the valid examples of a padded batch ({"images", "labels", "mask"}) for the raw
-    and the EMA weights: top1/top5 correct counts, loss, and the example count."""
+    and the EMA weights: top1/top5 correct counts, loss, and the example count.
+
+    With `views`, "images" holds V views of each example ([B, V, ...]) and the prediction is
+    the mean of their softmax (`view_log_probabilities`; the loss is its negative log at the
+    label)."""
     sums = {"count": jnp.sum(batch["mask"])}
     for prefix, variables in (
         ("", {"params": state.params, "batch_stats": state.batch_stats}),
         ("ema_", averaged_variables(state)),
     ):
-        logits = model.apply(variables, batch["images"], train=False)
+        if views:
+            logits = view_log_probabilities(model, variables, batch["images"])
+        else:
+            logits = model.apply(variables, batch["images"], train=False)
         for name, value in _classification_sums(logits, batch["labels"], batch["mask"]).items():
             sums[prefix + name] = value
     return sums

@@ -28,7 +28,7 @@ from etils import epath
 import rsjax
 from rsjax import configs, malloc_tuning, profiling
 from rsjax.errors import UsageError
-from rsjax.models import EfficientNet, abstract_variables, layouts
+from rsjax.models import EfficientNet, ResNet3D, abstract_variables, layouts
 from rsjax.results import RunRecord, ema_is_warm, existing_result
 from rsjax.train import checkpoint, distributed, init_from, programs, pseudo_labels, sharding
 from rsjax.train.state import TrainState, resolve_layout
@@ -85,10 +85,20 @@ def model_record(
     config: ml_collections.ConfigDict, model: nn.Module, channels: int, variables: Any = None
 ) -> dict:
     """The `model` block of result.json: family, layout, width, resolution, params, FLOPs per
-    image (an EfficientNet has a depth multiplier instead of a depth and layer count)."""
+    image (an EfficientNet has a depth multiplier instead of a depth and layer count; a video
+    model's FLOPs are per clip of `frames` frames)."""
     if variables is None:
         variables = abstract_variables(model, channels)
-    if isinstance(model, EfficientNet):
+    frames = config.data.num_frames
+    if isinstance(model, ResNet3D):
+        shape = {
+            "family": "resnet3d",
+            "depth": model.depth if not config.model.stage_sizes else None,
+            "layers": layouts.layer_count(model.blocks_per_stage),
+            "width_multiplier": model.width_multiplier,
+            "frames": frames,
+        }
+    elif isinstance(model, EfficientNet):
         shape = {
             "family": "efficientnet",
             "depth": None,
@@ -108,8 +118,12 @@ def model_record(
         "stage_sizes": list(model.blocks_per_stage),
         "image_resolution": config.data.image_size,
         "params": profiling.count_params(model, variables=variables),
-        "flops_per_image": profiling.flops_per_image(
-            model, config.data.image_size, channels, variables=variables
+        "flops_per_image": (
+            profiling.flops_per_clip(model, frames, config.data.image_size, channels)
+            if frames
+            else profiling.flops_per_image(
+                model, config.data.image_size, channels, variables=variables
+            )
         ),
     }
 
@@ -156,12 +170,14 @@ def _open_dataset(config: ml_collections.ConfigDict) -> _Dataset:
             f"data.num_classes is {config.data.num_classes} but {config.data.name} has "
             f"{info_classes} classes"
         )
-    channels = builder.info.features["image"].shape[-1]
+    shape = input_pipeline.media_shape(builder)
+    channels = shape[-1]
     if channels != config.data.channels:
         raise UsageError(
-            f"data.channels is {config.data.channels} but {config.data.name} images have "
+            f"data.channels is {config.data.channels} but {config.data.name} examples have "
             f"{channels} channels"
         )
+    _check_clips(config, input_pipeline.media_key(builder), shape)
     try:
         steps_per_epoch = input_pipeline.steps_per_epoch(
             builder, config.data, config.global_batch_size, jax.process_count()
@@ -171,6 +187,31 @@ def _open_dataset(config: ml_collections.ConfigDict) -> _Dataset:
     if steps_per_epoch < 1:
         raise UsageError(f"global_batch_size {config.global_batch_size} exceeds the train split")
     return _Dataset(builder, channels, steps_per_epoch)
+
+
+def _check_clips(config: ml_collections.ConfigDict, key: str, shape: tuple) -> None:
+    """UsageError unless a video dataset gets a video model with clips it can cut from its
+    videos, and an image dataset an image model."""
+    data = config.data
+    if key == "video" and data.num_frames == 0:
+        raise UsageError(
+            f"{data.name} holds videos, but this config trains an image model "
+            f"(model.family={config.model.family}, data.num_frames=0): use a video config "
+            "(model.family=resnet3d, data.num_frames > 0)"
+        )
+    if key == "image" and data.num_frames > 0:
+        raise UsageError(
+            f"data.num_frames={data.num_frames} asks for clips, but {data.name} holds images"
+        )
+    from rsjax.data import clips
+
+    span = clips.clip_span(data.num_frames, data.frame_stride)
+    if key == "video" and shape[0] is not None and span > shape[0]:
+        raise UsageError(
+            f"a clip of data.num_frames={data.num_frames} frames at data.frame_stride="
+            f"{data.frame_stride} spans {span} frames, longer than {data.name}'s "
+            f"{shape[0]}-frame videos"
+        )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -197,8 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     data = _open_dataset(config)
     if pseudo is not None:
         data = dataclasses.replace(data, pseudo=pseudo_labels.stream(config, data.builder, pseudo))
-    image_shape = (config.data.image_size, config.data.image_size, data.channels)
-    program = programs.build(config, mesh, image_shape)
+    program = programs.build(config, mesh, configs.example_shape(config, data.channels))
     plan = programs.durations(config, data.steps_per_epoch)
 
     with contextlib.ExitStack() as closers:
