@@ -237,6 +237,42 @@ def test_table1_adds_one_improvement_per_step(sweeps, configs):
         assert changed == added[step], (step, table1[step])
 
 
+def test_table6_adds_one_improvement_per_row_and_ends_at_the_rs_preset(sweeps, configs):
+    """Each row of Table 6 turns on what Appendix G says it does (written out here by hand),
+    with seeds 0 and 1 per row; the last row is `video:kinetics_rs`."""
+    from rsjax.configs import load
+
+    table6 = [r["improvement"] for r in read_csv("table6_video_additive")]
+    added = [  # Appendix G, row by row
+        {},
+        {"model.dropout_rate": 0.5},
+        {"label_smoothing": 0.1},
+        {"model.stochastic_depth_rate": 0.2},
+        {"ema_decay": 0.9999},
+        {"optim.weight_decay": 4e-5},
+        {"num_epochs": 350.0},
+        {"data.scale_range": (256 / 224, 320 / 224), "model.stochastic_depth_rate": 0.1},
+        {"model.se_ratio": 0.25},
+        {"model.resnet_d": True, "model.temporal.kernels": "rs"},
+    ]
+    runs, cs = sweeps["paper_table6"], configs["paper_table6"]
+    assert len(runs) == 2 * len(table6) == 20
+    by_seed = [c for c in cs if c.seed == 0]
+    assert [c.seed for c in cs] == [0, 1] * len(table6)
+    baseline = flat(by_seed[0])
+    assert baseline == {**flat(load("video:kinetics_baseline")), "name": baseline["name"],
+                        "sweep": baseline["sweep"]}  # fmt: skip
+    assert by_seed[0].model.se_ratio is None and not by_seed[0].model.resnet_d
+    for row in range(1, len(table6)):
+        before, after = flat(by_seed[row - 1]), flat(by_seed[row])
+        changed = {k: v for k, v in after.items() if k != "name" and before[k] != v}
+        assert changed == added[row], (row, table6[row])
+    last, rs = flat(by_seed[-1]), flat(load("video:kinetics_rs"))
+    assert {k: v for k, v in last.items() if k not in ("name", "sweep")} == {
+        k: v for k, v in rs.items() if k not in ("name", "sweep")
+    }
+
+
 def test_table2_regularization_and_weight_decay(configs):
     names = {"RA", "LS", "SD", "DO"}
     expected = set()

@@ -36,6 +36,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from rsjax.data import augment, clips, fashion_mnist
+from rsjax.data import kinetics as _kinetics  # noqa: F401  (registers the "kinetics400" builder)
 
 # TF only feeds the host: keep it off accelerators so JAX owns them.
 for _kind in ("GPU", "TPU"):

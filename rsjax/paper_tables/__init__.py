@@ -2,8 +2,8 @@
 
 `load("table7_pareto")` returns the rows as dicts with numbers parsed (int where integral, float
 otherwise, None where empty). Files: table1_additive_study, table2_weight_decay,
-table3_rs_vs_efficientnet, table7_pareto, table8_hparams, table11_block_layouts,
-table12_dropout_by_width, scaling_grid.
+table3_rs_vs_efficientnet, table6_video_additive, table7_pareto, table8_hparams,
+table11_block_layouts, table12_dropout_by_width, scaling_grid.
 """
 
 import csv

@@ -84,7 +84,7 @@ def teacher_config(teacher: str | epath.PathLike) -> ml_collections.ConfigDict:
     """The teacher run's config (UsageError if `teacher` is not an rsjax run with checkpoints)."""
     path = epath.Path(teacher)
     if not (path / "config.json").exists() or not (path / "checkpoints").is_dir():
-        raise UsageError(f"--teacher {teacher}: not an rsjax run (no config.json and checkpoints/)")
+        raise UsageError(f"{teacher} is not an rsjax run (no config.json and checkpoints/)")
     return configs.from_saved(json.loads((path / "config.json").read_text()))
 
 
