@@ -44,16 +44,17 @@ EXTRA_OF_COMMAND = {
 
 TRAIN_USAGE = """usage: rsjax train --config FILE[:PRESET] --workdir DIR [--config.KEY=VALUE ...]
 
-Train (and evaluate) one run of a ResNet-RS or an EfficientNet (`model.family`); rerunning the
-same command resumes from the workdir's last checkpoint. CONFIG_FILE is a config file path, or
-the name of a bundled config (fashion_mnist, imagenet). Every config key can be overridden;
-unknown keys are errors.
+Train (and evaluate) one run of a ResNet-RS, an EfficientNet or a 3D ResNet for video
+(`model.family`); rerunning the same command resumes from the workdir's last checkpoint.
+CONFIG_FILE is a config file path, or the name of a bundled config (fashion_mnist, imagenet,
+video). Every config key can be overridden; unknown keys are errors.
 
 Examples:
   rsjax train --config rsjax/configs/fashion_mnist.py --workdir /tmp/fmnist
   rsjax train --config fashion_mnist:long --workdir /tmp/fmnist_long
   rsjax train --config fashion_mnist:tiny --workdir /tmp/t --config.num_train_steps=50
   rsjax train --config fashion_mnist:efficientnet_b0 --workdir /tmp/fmnist_b0
+  rsjax train --config video:motion --workdir /tmp/motion       # 3D ResNet-RS on moving garments
   rsjax train --config imagenet:resnetrs50_i160 --workdir gs://BUCKET/rs50 \\
       --config.data.data_dir=gs://BUCKET/tensorflow_datasets --jax_distributed
 

@@ -81,11 +81,11 @@ def train_clip(
 
 
 def evenly_spaced(count: int, last: tf.Tensor) -> tf.Tensor:
-    """`count` int32 offsets from 0 to `last` evenly spaced (rounded); [last // 2] for one."""
+    """`count` int32 offsets from 0 to `last` evenly spaced, i x last // (count - 1) (rounded
+    down); [last // 2] for one."""
     if count == 1:
         return tf.reshape(last // 2, [1])
-    steps = tf.linspace(0.0, tf.cast(last, tf.float32), count)
-    return tf.cast(tf.round(steps), tf.int32)
+    return tf.range(count) * last // (count - 1)
 
 
 def eval_views(

@@ -13,6 +13,9 @@ KNOWN_SPLIT_SIZES: dict[tuple[str, str], int] = {
     ("imagenet2012", "validation"): 50_000,
     ("fashion_mnist", "train"): 60_000,
     ("fashion_mnist", "test"): 10_000,
+    # `rsjax.data.fashion_mnist.FashionMnistMotion` (MOTION_SPLITS).
+    ("fashion_mnist_motion", "train"): 10_000,
+    ("fashion_mnist_motion", "test"): 2_000,
 }
 # The class halves of `rsjax.data.fashion_mnist.FashionMnistTransfer`.
 TRANSFER_SPLITS = {"train": 27_500, "validation": 2_500, "train_100": 500, "test": 5_000}
