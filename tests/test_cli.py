@@ -89,7 +89,7 @@ def test_the_command_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "rsjax train: error: no config file 'nonexist.py' (and no bundled config of that name; "
-        "bundled: fashion_mnist, imagenet)"
+        "bundled: fashion_mnist, imagenet, video)"
     ]
 
 

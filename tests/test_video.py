@@ -354,3 +354,21 @@ def test_kinetics_mock_batches_have_the_right_shapes(tmp_path):
     assert evaluated["images"].shape == (2, 6, 8, 72, 72, 3)
     assert np.all((train["labels"] >= 0) & (train["labels"] < 400))
     assert np.isfinite(train["images"]).all() and np.isfinite(evaluated["images"]).all()
+
+
+def test_the_motion_control_preset_cannot_see_frame_order():
+    """`video:motion_control` is a function of the set of a clip's frames (every temporal kernel
+    and stride 1); `video:motion` is not."""
+    clip = jax.random.normal(jax.random.key(3), (2, 8, 32, 32, 1))
+    shuffled = clip[:, jnp.array([5, 2, 7, 0, 3, 6, 1, 4])]
+    for preset, blind in (("motion_control", True), ("motion", False)):
+        model = configs.build_model(configs.load(f"video:{preset}"))
+        variables = jax.jit(lambda x, m=model: m.init(jax.random.key(0), x, train=False))(clip)
+        # Non-zero last BN gammas, so every block's branch contributes.
+        variables = jax.tree_util.tree_map_with_path(
+            lambda path, v: jnp.ones_like(v) if "bn3" in str(path) and "scale" in str(path) else v,
+            variables,
+        )
+        apply = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))
+        difference = np.abs(apply(variables, clip) - apply(variables, shuffled)).max()
+        assert (difference < 1e-5) if blind else (difference > 1e-3), (preset, difference)

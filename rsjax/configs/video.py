@@ -14,8 +14,9 @@ Presets (`--config video:PRESET`):
            down; 20 classes = 10 garments x 2 directions): 8-frame clips at stride 2, blocks
            1-1-1-1 at width 0.25, the [5, 1, 1] stem, "rs" temporal kernels; a mechanism test
            of the temporal path, not a Kinetics result.
-  motion_control: `motion` with every temporal kernel 1 (stem and blocks) and no temporal
-           max-pool: the network sees the clip's frames but not their order.
+  motion_control: `motion` with every temporal kernel and stride 1 (stem, max-pool and blocks):
+           a function of the set of a clip's frames, blind to their order (docs/video.md: a
+           control that keeps every other frame is not blind to the direction).
   motion_tiny: `motion` for 60 steps (tests).
 
 Kinetics-400 is read through tfds (`data.name`, default "kinetics400"): a dataset with a
@@ -87,6 +88,7 @@ def _motion(c: ml_collections.ConfigDict, preset: str) -> None:
     if preset == "motion_control":
         c.model.temporal.kernels = "none"
         c.model.temporal.stem_kernel = 1
+        c.model.temporal.stem_stride = 1
         c.model.temporal.pool_stride = 1
     c.global_batch_size = 64
     c.eval_batch_size = 100
