@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rsjax import configs, profiling
+from rsjax import cli, configs, profiling
 from rsjax.data import clips, fashion_mnist, input_pipeline, split_sizes
 from rsjax.errors import UsageError
 from rsjax.models import ResNet3D
@@ -299,6 +299,16 @@ def test_a_tiny_3d_run_trains_evaluates_and_records_clips(small_fmnist, tmp_path
     model = configs.build_model(config)
     assert record["model"]["flops_per_image"] == profiling.flops_per_clip(model, 8, 32, 1)
     assert 0.0 <= metrics["ema_top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    # `rsjax predict` computes what the run's EMA evaluation did: the same top-1 on its split.
+    out = tmp_path / "test.npz"
+    assert cli.main(["predict", "--run", str(tmp_path / "run"), "--out", str(out)]) == 0
+    predictions = np.load(out)
+    assert predictions["probabilities"].shape == (100, 20)
+    np.testing.assert_allclose(predictions["probabilities"].sum(1), 1.0, rtol=1e-5)
+    top1 = np.mean(predictions["probabilities"].argmax(1) == predictions["labels"])
+    assert top1 == pytest.approx(metrics["ema_top1"], abs=1e-6)
+    assert cli.main(["predict", "--run", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert cli.main(["predict", "--run", str(tmp_path), "--out", str(tmp_path / "x.npz")]) == 2
 
 
 @pytest.mark.slow
@@ -372,3 +382,36 @@ def test_the_motion_control_preset_cannot_see_frame_order():
         apply = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))
         difference = np.abs(apply(variables, clip) - apply(variables, shuffled)).max()
         assert (difference < 1e-5) if blind else (difference > 1e-3), (preset, difference)
+
+
+def test_kinetics_builder_reads_decoded_frames(tmp_path):
+    """The `kinetics400` builder on a tiny manual directory: 400 class directories, three videos
+    of 3-4 JPEG frames; frames in file-name order, labels from the sorted class names."""
+    import tensorflow_datasets as tfds
+
+    from rsjax.data import kinetics
+
+    manual = tmp_path / "manual"
+    names = [f"class_{i:03d}" for i in range(400)]
+    for split in kinetics.SPLITS:
+        for name in names:
+            (manual / split / name).mkdir(parents=True)
+    videos = {("train", "class_002", "v1", 3), ("train", "class_399", "v2", 4),
+              ("validation", "class_002", "v3", 3)}  # fmt: skip
+    for split, name, video, frames in videos:
+        directory = manual / split / name / video
+        directory.mkdir()
+        for t in range(frames):
+            frame = np.full((6, 8, 3), 40 * t, np.uint8)
+            (directory / f"{t:05d}.jpg").write_bytes(tf.io.encode_jpeg(frame, quality=100).numpy())
+    builder = kinetics.Kinetics400(data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    train = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    assert sorted((len(e["video"]), int(e["label"])) for e in train) == [(3, 2), (4, 399)]
+    video = next(e["video"] for e in train if e["label"] == 399)
+    assert video.shape == (4, 6, 8, 3)
+    np.testing.assert_allclose(video.mean(axis=(1, 2, 3)), [0, 40, 80, 120], atol=2)  # in order
+    assert builder.info.splits["validation"].num_examples == 1
+    (manual / "train" / "class_000").rmdir()
+    with pytest.raises(ValueError, match="holds 399 class directories"):
+        kinetics.class_names(manual)

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from rsjax.configs.base import get_base_config
 from rsjax.errors import UsageError
 from rsjax.models import EfficientNet, ResNet3D, ResNetRS, layouts, resnet3d
 from rsjax.models.registry import FAMILIES
@@ -60,15 +61,8 @@ NOT_3D_DEFAULTS = {
     "remat": "none",
     "bn_group_size": 0,
 }
-# `config.model.temporal`: 3D ResNet fields, at these values in the other families.
-TEMPORAL_DEFAULTS = {
-    "kernels": "rs",
-    "stem_kernel": 5,
-    "stem_stride": 2,
-    "pool_stride": 2,
-    "self_gating": True,
-    "resnet_d_shortcut": False,
-}
+# `config.model.temporal`: 3D ResNet fields, at the base config's values in the other families.
+TEMPORAL_DEFAULTS = dict(get_base_config().model.temporal)
 OPTIMIZERS = ("sgd", "rmsprop")
 INIT_WEIGHTS = ("ema", "raw")  # of an rsjax run directory named by init_from.path
 SCHEDULES = ("cosine", "exponential")
