@@ -136,7 +136,7 @@ def test_the_wheel_installs_the_models_alone(tmp_path):
         metadata = archive.read(info).decode()
         entry_points = archive.read(info.replace("METADATA", "entry_points.txt")).decode()
     tables = {f"rsjax/paper_tables/{p.name}" for p in (REPO / "rsjax/paper_tables").glob("*.csv")}
-    assert len(tables) == 8 and tables <= names
+    assert len(tables) == 9 and tables <= names
     assert "rsjax = rsjax.cli:main" in entry_points
     provided = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE))
     assert provided == set(PYPROJECT["optional-dependencies"])
