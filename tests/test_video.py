@@ -4,6 +4,7 @@ the config and trainer, bad input, and exact resume of a 3D run."""
 import json
 import re
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,7 @@ from rsjax import cli, configs, profiling
 from rsjax.data import clips, fashion_mnist, input_pipeline, split_sizes
 from rsjax.errors import UsageError
 from rsjax.models import ResNet3D
-from rsjax.train import programs, sharding, trainer
+from rsjax.train import init_from, programs, sharding, trainer
 from rsjax.train.state import TrainState
 from rsjax.train.step import eval_step, view_log_probabilities
 from tests.test_train import assert_sigkill_resume_is_bit_identical
@@ -309,6 +310,19 @@ def test_a_tiny_3d_run_trains_evaluates_and_records_clips(small_fmnist, tmp_path
     assert top1 == pytest.approx(metrics["ema_top1"], abs=1e-6)
     assert cli.main(["predict", "--run", str(tmp_path / "run"), "--out", str(out)]) == 2
     assert cli.main(["predict", "--run", str(tmp_path), "--out", str(tmp_path / "x.npz")]) == 2
+    # `init_from` another 3D run: its EMA backbone, bit for bit; the head initialised anew.
+    fresh = jax.jit(lambda x: model.init(jax.random.key(5), x, train=False))(
+        jnp.zeros((1, 8, 32, 32, 1))
+    )
+    source = init_from.run_variables(tmp_path / "run", 0, "ema")
+    started = init_from.transfer(jax.tree.map(np.asarray, fresh), source)
+    flat_started = flax.traverse_util.flatten_dict(started)
+    flat_source = flax.traverse_util.flatten_dict(source)
+    for key, value in flat_started.items():
+        if key[:2] == ("params", "classifier"):
+            np.testing.assert_array_equal(value, flax.traverse_util.flatten_dict(fresh)[key])
+        else:
+            np.testing.assert_array_equal(value, flat_source[key])
 
 
 @pytest.mark.slow
