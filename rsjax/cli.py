@@ -233,7 +233,8 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """`rsjax predict`: checks the run and the output first, then predicts and saves."""
+    """`rsjax predict`: checks the output, then predicts (`label_split` checks the run before
+    anything compiles) and saves."""
     import numpy as np
 
     from rsjax.train import pseudo_labels
@@ -243,7 +244,6 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must be a new .npz file, got {args.out}")
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    pseudo_labels.teacher_config(args.run)
     probabilities, labels = pseudo_labels.label_split(
         args.run, args.split, batch_size=args.batch_size, log=lambda _: None
     )

@@ -38,11 +38,13 @@ def flops_per_image(
     return forward_flops(model, variables, (1, resolution, resolution, channels))
 
 
-def flops_per_clip(model: nn.Module, frames: int, resolution: int, channels: int = 3) -> int:
-    """Forward FLOPs (as `flops_per_image`) of a video model for one clip [frames, S, S, C]."""
-    clip = jax.ShapeDtypeStruct((1, frames, resolution, resolution, channels), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), clip)
-    return forward_flops(model, variables, clip.shape)
+def flops_per_clip(
+    model: nn.Module, frames: int, resolution: int, channels: int = 3, variables: Any = None
+) -> int:
+    """Forward FLOPs (as `flops_per_image`) of a video model for one clip [frames, S, S, C];
+    `variables` (e.g. from `abstract_variables`) saves re-tracing the init when given."""
+    variables = variables or abstract_variables(model, channels)
+    return forward_flops(model, variables, (1, frames, resolution, resolution, channels))
 
 
 def forward_flops(model: nn.Module, variables: Any, input_shape: tuple[int, ...]) -> int:

@@ -72,7 +72,7 @@ def zoo_rows(
         variables = variables_cache.setdefault(name, abstract_variables(model))
         frames = get_preset(name).frames
         if frames:  # a video network: no Table 7 row, FLOPs per clip
-            flops = profiling.flops_per_clip(model, frames, resolution)
+            flops = profiling.flops_per_clip(model, frames, resolution, variables=variables)
             rows.append(
                 ZooRow(
                     name, model.blocks_per_stage, resolution,

@@ -51,9 +51,9 @@ RESNET_ONLY_DEFAULTS = {
     "remat": "none",
     "bn_group_size": 0,
 }
-# `config.model` keys a 3D ResNet does not have, with the values it must keep.
+# `config.model` keys a 3D ResNet does not have, with the values it must keep (the depth
+# multiplier is `_check_layout`'s).
 NOT_3D_DEFAULTS = {
-    "depth_multiplier": 1.0,
     "stem_downsample": "conv",
     "stem_stride": 2,
     "conv_impl": "auto",
@@ -85,12 +85,10 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         raise UsageError(f"model.family must be one of {sorted(FAMILIES)}, got {m.family!r}")
     if m.family == "resnet3d":
         return _build_resnet3d(config)
-    for key, neutral in TEMPORAL_DEFAULTS.items():
-        if m.temporal[key] != neutral:
-            raise UsageError(
-                f"model.temporal.{key}={m.temporal[key]!r} is a 3D ResNet field; with "
-                f"model.family={m.family} leave it at {neutral!r}"
-            )
+    _keep_defaults(
+        m.temporal, TEMPORAL_DEFAULTS, "model.temporal",
+        f"is a 3D ResNet field; with model.family={m.family} leave it at {{neutral!r}}",
+    )  # fmt: skip
     if m.family == "efficientnet":
         return _build_efficientnet(config)
     _check_layout(m)
@@ -104,6 +102,17 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         )
     except (ValueError, TypeError) as e:
         raise UsageError(f"model: {e}") from None
+
+
+def _keep_defaults(
+    group: ml_collections.ConfigDict, defaults: dict, prefix: str, reason: str
+) -> None:
+    """UsageError "PREFIX.KEY=VALUE REASON" for the first key of `defaults` that `group` does not
+    hold at its value (sequences compared as tuples); `reason` may name `{neutral}`."""
+    for key, neutral in defaults.items():
+        value = tuple(group[key]) if isinstance(neutral, tuple) else group[key]
+        if value != neutral:
+            raise UsageError(f"{prefix}.{key}={group[key]!r} {reason.format(neutral=neutral)}")
 
 
 def _check_layout(m: ml_collections.ConfigDict) -> None:
@@ -124,12 +133,10 @@ def _check_layout(m: ml_collections.ConfigDict) -> None:
 def _build_resnet3d(config: ml_collections.ConfigDict) -> ResNet3D:
     m, t = config.model, config.model.temporal
     _check_layout(m)
-    for key, neutral in NOT_3D_DEFAULTS.items():
-        if m[key] != neutral:
-            raise UsageError(
-                f"model.{key}={m[key]!r} is not a 3D ResNet field; with model.family=resnet3d "
-                f"set it to {neutral!r}"
-            )
+    _keep_defaults(
+        m, NOT_3D_DEFAULTS, "model",
+        "is not a 3D ResNet field; with model.family=resnet3d set it to {neutral!r}",
+    )  # fmt: skip
     try:
         sizes = layouts.resolve_stage_sizes(m.depth, tuple(m.stage_sizes) or None)
         return ResNet3D(
@@ -206,14 +213,11 @@ def _validate_clips(config: ml_collections.ConfigDict) -> None:
 
 def _build_efficientnet(config: ml_collections.ConfigDict) -> EfficientNet:
     m = config.model
-    for key, neutral in RESNET_ONLY_DEFAULTS.items():
-        value = tuple(m[key]) if key == "stage_sizes" else m[key]
-        if value != neutral:
-            raise UsageError(
-                f"model.{key}={m[key]!r} is a ResNet-RS field; with model.family=efficientnet "
-                f"set it to {neutral!r} (scale with model.width_multiplier and "
-                "model.depth_multiplier)"
-            )
+    _keep_defaults(
+        m, RESNET_ONLY_DEFAULTS, "model",
+        "is a ResNet-RS field; with model.family=efficientnet set it to {neutral!r} (scale with "
+        "model.width_multiplier and model.depth_multiplier)",
+    )  # fmt: skip
     try:
         return EfficientNet(
             num_classes=config.data.num_classes,

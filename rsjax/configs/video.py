@@ -100,7 +100,6 @@ def _motion(c: ml_collections.ConfigDict, preset: str) -> None:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 500
     if preset == "motion_tiny":
-        c.model.stage_sizes = (1, 1, 1, 1)
         c.model.width_multiplier = 0.125
         c.num_epochs = 0.0
         c.num_train_steps = 60

@@ -46,11 +46,11 @@ def center_crop(image: tf.Tensor, fraction: float) -> tf.Tensor:
     return image[top : top + side, left : left + side]
 
 
-def resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
-    """[h, w, C] any dtype -> [size, size, C] float32 in [0, 255]."""
-    image = tf.image.resize(
-        tf.cast(image, tf.float32), (size, size), method=method, antialias=False
-    )
+def resize(image: tf.Tensor, size: int | tf.Tensor, method: str) -> tf.Tensor:
+    """[..., h, w, C] any dtype -> [..., size, size, C] float32 in [0, 255]; `size` an int, or
+    the output [height, width] (a clip's frames resize alike)."""
+    shape = (size, size) if isinstance(size, int) else size
+    image = tf.image.resize(tf.cast(image, tf.float32), shape, method=method, antialias=False)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 

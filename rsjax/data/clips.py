@@ -36,8 +36,7 @@ def _resize_short_side(clip: tf.Tensor, short_side: tf.Tensor, method: str) -> t
     shape = tf.cast(tf.shape(clip)[1:3], tf.float32)
     scale = tf.cast(short_side, tf.float32) / tf.reduce_min(shape)
     size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), short_side)
-    resized = tf.image.resize(tf.cast(clip, tf.float32), size, method=method, antialias=False)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    return augment.resize(clip, size, method)
 
 
 def train_clip(

@@ -100,9 +100,9 @@ def label_split(
     `split` of `data` (default: the teacher's own dataset), with the teacher's eval
     preprocessing (a video teacher's: the mean softmax of each clip's views). UsageError if the
     dataset's class count is not the teacher's."""
+    config = teacher_config(teacher)  # before TensorFlow is imported: a bad run fails at once
     from rsjax.data import input_pipeline
 
-    config = teacher_config(teacher)
     data = data or config.data
     builder = input_pipeline.get_builder(data)
     classes = builder.info.features["label"].num_classes

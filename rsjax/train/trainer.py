@@ -119,7 +119,9 @@ def model_record(
         "image_resolution": config.data.image_size,
         "params": profiling.count_params(model, variables=variables),
         "flops_per_image": (
-            profiling.flops_per_clip(model, frames, config.data.image_size, channels)
+            profiling.flops_per_clip(
+                model, frames, config.data.image_size, channels, variables=variables
+            )
             if frames
             else profiling.flops_per_image(
                 model, config.data.image_size, channels, variables=variables
